@@ -1,0 +1,153 @@
+"""Every number of the Go2 locomotion task, in one place.
+
+Values follow the reference environment (quadrupeds_locomotion go2_env.py / go2_train.py, see
+docs in ../shared/docs/reference_env.md) except where the seed README decides otherwise
+(action_scale 0.3). Configs are frozen dataclasses: they are hashed into the jit cache and
+pickled into cfgs.pkl next to every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+# Policy action order (and joint observation order): FR, FL, RR, RL legs; hip, thigh, calf each.
+LEGS = ("FR", "FL", "RR", "RL")
+JOINT_NAMES = tuple(f"{leg}_{part}_joint" for leg in LEGS for part in ("hip", "thigh", "calf"))
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    num_actions: int = 12
+    dt: float = 0.02                 # control period (s)
+    sim_dt: float = 0.005            # physics step (s); must divide dt
+    episode_length_s: float = 20.0   # 1000 control steps
+    action_scale: float = 0.3        # seed README (the reference code has 0.25)
+    clip_actions: float = 100.0
+    simulate_action_latency: bool = True   # PD targets of step t come from action t-1
+    kp: float = 20.0
+    kd: float = 0.5
+    torque_limit_hip: float = 23.7   # N m, hip and thigh motors
+    torque_limit_knee: float = 45.43  # N m, calf (knee) motors
+    # default joint angles (rad), by joint name
+    default_joint_angles: tuple = (
+        ("FR_hip_joint", 0.0), ("FR_thigh_joint", 0.8), ("FR_calf_joint", -1.5),
+        ("FL_hip_joint", 0.0), ("FL_thigh_joint", 0.8), ("FL_calf_joint", -1.5),
+        ("RR_hip_joint", 0.0), ("RR_thigh_joint", 1.0), ("RR_calf_joint", -1.5),
+        ("RL_hip_joint", 0.0), ("RL_thigh_joint", 1.0), ("RL_calf_joint", -1.5),
+    )
+    base_init_pos: tuple = (0.0, 0.0, 0.42)
+    base_init_quat: tuple = (1.0, 0.0, 0.0, 0.0)   # w, x, y, z
+    termination_roll_deg: float = 10.0
+    termination_pitch_deg: float = 10.0
+    # A state is "diverged" (reset on its own, counted) past these bounds or when non-finite.
+    max_abs_qvel: float = 1000.0
+    max_abs_base_xy: float = 1000.0
+
+    @property
+    def substeps(self) -> int:
+        return int(round(self.dt / self.sim_dt))
+
+    @property
+    def max_episode_length(self) -> int:
+        return int(math.ceil(self.episode_length_s / self.dt))
+
+    def default_angles(self) -> tuple:
+        """Default joint angles in action order."""
+        table = dict(self.default_joint_angles)
+        return tuple(float(table[name]) for name in JOINT_NAMES)
+
+
+@dataclass(frozen=True)
+class ObsConfig:
+    num_obs: int = 48
+    num_privileged_obs: int = 52     # policy obs + base linear velocity (3) + base height (1)
+    lin_vel_scale: float = 2.0
+    ang_vel_scale: float = 0.25
+    dof_pos_scale: float = 1.0
+    dof_vel_scale: float = 0.05
+    # commands [lin_vel_x, lin_vel_y, ang_vel, height, jump]
+    commands_scale: tuple = (2.0, 2.0, 0.25, 2.0, 2.0)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    tracking_sigma: float = 0.25
+    base_height_target: float = 0.3  # nominal height: the height command at reset
+    # Scales as in the seed README; each is multiplied by dt before use.
+    scales: tuple = (
+        ("tracking_lin_vel", 1.0),
+        ("tracking_ang_vel", 0.2),
+        ("lin_vel_z", -1.0),
+        ("base_height", -50.0),
+        ("action_rate", -0.005),
+        ("similar_to_default", -0.1),
+    )
+
+    def scale_dict(self) -> dict:
+        return dict(self.scales)
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    num_commands: int = 5
+    lin_vel_x_range: tuple = (-1.0, 2.0)
+    lin_vel_y_range: tuple = (-0.5, 0.5)
+    ang_vel_range: tuple = (-0.6, 0.6)
+    height_range: tuple = (0.2, 0.4)
+    jump_range: tuple = (0.5, 1.5)
+    nominal_height: float = 0.3
+    resampling_time_s: float = 4.0   # every 200 control steps
+    # Each control step a random share of envs gets fresh commands (reference: 5%).
+    random_resample_prob: float = 0.05
+    # Jump commands are off by default: the seed lists only the six locomotion rewards.
+    # When on, a random share of envs gets a jump command each step and the penalty terms
+    # pause for jump_reward_steps while the jump window is open (as in the reference).
+    jumps_enabled: bool = False
+    jump_prob: float = 0.05
+    jump_reward_steps: int = 50
+    # When set, commands are held at this value (play / evaluation / data collection).
+    fixed: tuple | None = None
+
+    def resample_every(self, dt: float) -> int:
+        return int(round(self.resampling_time_s / dt))
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    obs: ObsConfig = field(default_factory=ObsConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    command: CommandConfig = field(default_factory=CommandConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first insane value."""
+        from mjx_env.errors import ConfigError
+
+        e, c, r = self.env, self.command, self.reward
+        for name, lo_hi in (("lin_vel_x_range", c.lin_vel_x_range), ("lin_vel_y_range", c.lin_vel_y_range),
+                            ("ang_vel_range", c.ang_vel_range), ("height_range", c.height_range),
+                            ("jump_range", c.jump_range)):
+            lo, hi = lo_hi
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise ConfigError(f"command.{name} must be a finite (low, high) with low <= high, got {lo_hi}")
+        for name, v in r.scales:
+            if not math.isfinite(v):
+                raise ConfigError(f"reward scale {name} must be finite, got {v}")
+        for name in ("dt", "sim_dt", "action_scale", "kp", "clip_actions", "episode_length_s"):
+            v = getattr(e, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"env.{name} must be a positive finite number, got {v}")
+        if e.kd < 0 or not math.isfinite(e.kd):
+            raise ConfigError(f"env.kd must be >= 0 and finite, got {e.kd}")
+        if abs(e.substeps * e.sim_dt - e.dt) > 1e-9:
+            raise ConfigError(f"env.sim_dt ({e.sim_dt}) must divide the control period dt ({e.dt})")
+        if set(dict(e.default_joint_angles)) != set(JOINT_NAMES):
+            raise ConfigError(f"env.default_joint_angles must name exactly the 12 joints {JOINT_NAMES}")
+        if not 0.0 <= c.random_resample_prob <= 1.0 or not 0.0 <= c.jump_prob <= 1.0:
+            raise ConfigError("command resample and jump probabilities must lie in [0, 1]")
+        if c.fixed is not None and len(c.fixed) != c.num_commands:
+            raise ConfigError(f"command.fixed needs {c.num_commands} values, got {len(c.fixed)}")
+
+    def replace(self, **sections) -> "TaskConfig":
+        return dataclasses.replace(self, **sections)

@@ -1,0 +1,89 @@
+"""Go2Env: the batched functional environment, over either physics backend.
+
+    env = Go2Env(num_envs=4096, backend="mjx")
+    state = env.reset(jax.random.PRNGKey(0))
+    state = env.step(state, actions)          # actions: (num_envs, 12)
+
+reset and step are pure functions of their inputs; finished envs are reset inside step.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mjx_env.config import TaskConfig
+from mjx_env.errors import UserError
+from mjx_env.model import Go2Model, load_go2
+from mjx_env.physics import BACKENDS, MjxPhysics, MujocoPhysics
+from mjx_env.state import State
+from mjx_env.task import Go2Task
+
+
+class Go2Env:
+    def __init__(self, num_envs: int = 4096, backend: str = "mjx", cfg: TaskConfig | None = None,
+                 xml_path=None, nthread: int | None = None, model: Go2Model | None = None):
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise UserError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.cfg = cfg or TaskConfig()
+        self.cfg.validate()
+        self.num_envs = int(num_envs)
+        self.backend = backend
+        self.model = model or load_go2(xml_path, self.cfg.env)
+        self.task = Go2Task(self.model, self.cfg)
+        substeps = self.cfg.env.substeps
+        task = self.task
+
+        def reset(key):
+            return jax.vmap(task.reset)(jax.random.split(key, self.num_envs))
+
+        def before(state, action):
+            action, bad = jax.vmap(task.clean_action)(action)
+            return action, bad, jax.vmap(task.ctrl)(state, action)
+
+        def after(state, action, bad, qpos, qvel):
+            return jax.vmap(task.after_physics)(state, action, bad, qpos, qvel)
+
+        self.reset = jax.jit(reset)
+        if backend == "mjx":
+            self.physics = MjxPhysics(self.model, substeps)
+
+            def step(state, action):
+                action, bad, ctrl = before(state, action)
+                qpos, qvel = self.physics.advance(state.qpos, state.qvel, ctrl)
+                return after(state, action, bad, qpos, qvel)
+
+            self.step = jax.jit(step)
+        else:
+            self.physics = MujocoPhysics(self.model, substeps, self.num_envs, nthread)
+            before_jit, after_jit = jax.jit(before), jax.jit(after)
+
+            def step(state, action):
+                action, bad, ctrl = before_jit(state, jnp.asarray(action, jnp.float32))
+                qpos, qvel = self.physics.advance(np.asarray(state.qpos), np.asarray(state.qvel),
+                                                  np.asarray(ctrl))
+                return after_jit(state, action, bad, jnp.asarray(qpos), jnp.asarray(qvel))
+
+            self.step = step
+
+    @property
+    def num_obs(self) -> int:
+        return self.cfg.obs.num_obs
+
+    @property
+    def num_privileged_obs(self) -> int:
+        return self.cfg.obs.num_privileged_obs
+
+    @property
+    def num_actions(self) -> int:
+        return self.cfg.env.num_actions
+
+    @property
+    def max_episode_length(self) -> int:
+        return self.cfg.env.max_episode_length
+
+    def close(self):
+        if hasattr(self.physics, "close"):
+            self.physics.close()

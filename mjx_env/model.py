@@ -1,0 +1,135 @@
+"""Load a Go2 MJCF and map its joints to the policy's action order, by name.
+
+Any MJCF with a free-floating base and the 12 Go2 joints works (this project's
+Unitree_go2/go2_mjx_gym.xml, or the MuJoCo Menagerie go2.xml/scene.xml). The PD actuators are
+rebuilt from the task config so that actuator i drives action i, whatever the model declares.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from mjx_env.config import JOINT_NAMES, LEGS, EnvConfig
+from mjx_env.errors import ModelError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_XML = REPO_ROOT / "Unitree_go2" / "go2_mjx_gym.xml"
+
+
+@dataclass(frozen=True)
+class Go2Model:
+    """A compiled MjModel plus the index maps the task needs (all in action order)."""
+
+    mj_model: mujoco.MjModel
+    xml_path: str
+    qpos_idx: np.ndarray      # (12,) qpos address of each joint
+    qvel_idx: np.ndarray      # (12,) dof address of each joint
+    base_qpos_adr: int        # free joint: pos at [adr, adr+3), quat (w,x,y,z) at [adr+3, adr+7)
+    base_qvel_adr: int        # free joint: world linear vel [adr, adr+3), body angular vel [adr+3, adr+6)
+    foot_geom_ids: tuple      # (4,) geom id of each foot in LEGS order, -1 if not found
+    init_qpos: np.ndarray     # (nq,) base at its initial pose, joints at the default angles
+
+    @property
+    def nq(self) -> int:
+        return self.mj_model.nq
+
+    @property
+    def nv(self) -> int:
+        return self.mj_model.nv
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_spec(xml_path: str | os.PathLike) -> mujoco.MjSpec:
+    path = Path(xml_path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path} (pass --xml-path with a Go2 MJCF, "
+                         f"e.g. {DEFAULT_XML.relative_to(REPO_ROOT)})")
+    try:
+        return mujoco.MjSpec.from_file(str(path))
+    except Exception as exc:  # mujoco raises ValueError with the parser's message
+        raise ModelError(f"cannot parse model {path}: {_first_line(exc)}") from None
+
+
+def _rebuild_actuators(spec: mujoco.MjSpec, cfg: EnvConfig) -> None:
+    """Replace whatever actuators the model has with PD servos in action order."""
+    for key in list(spec.keys):          # keyframes may hold ctrl vectors of the old actuators
+        spec.delete(key)
+    for act in list(spec.actuators):
+        spec.delete(act)
+    for name in JOINT_NAMES:
+        limit = cfg.torque_limit_knee if name.endswith("calf_joint") else cfg.torque_limit_hip
+        act = spec.add_actuator(name=name.replace("_joint", ""), target=name,
+                                trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.set_to_position(kp=cfg.kp, kv=cfg.kd)
+        act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        act.forcerange = [-limit, limit]
+        act.ctrllimited = mujoco.mjtLimited.mjLIMITED_FALSE
+
+
+def _ensure_floor(spec: mujoco.MjSpec) -> None:
+    """A bare robot file (e.g. Menagerie go2.xml) gets a floor so it can stand."""
+    if any(g.type == mujoco.mjtGeom.mjGEOM_PLANE for g in spec.worldbody.geoms):
+        return
+    spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05])
+
+
+def load_go2(xml_path: str | os.PathLike | None, cfg: EnvConfig) -> Go2Model:
+    """Load, check and prepare a Go2 model. Raises ModelError with a one-line message."""
+    xml_path = DEFAULT_XML if xml_path is None else Path(xml_path)
+    spec = load_spec(xml_path)
+
+    names = {j.name for j in spec.joints}
+    missing = [n for n in JOINT_NAMES if n not in names]
+    if missing:
+        raise ModelError(f"model {xml_path} lacks the Go2 joint(s) {', '.join(missing)}; "
+                         f"a Go2 MJCF needs the 12 joints {JOINT_NAMES[0]} ... {JOINT_NAMES[-1]}")
+    _rebuild_actuators(spec, cfg)
+    _ensure_floor(spec)
+    spec.option.timestep = cfg.sim_dt
+    try:
+        m = spec.compile()
+    except Exception as exc:
+        raise ModelError(f"cannot compile model {xml_path}: {_first_line(exc)}") from None
+
+    free = [j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+    if len(free) != 1:
+        raise ModelError(f"model {xml_path} needs exactly one free joint (the floating base), has {len(free)}")
+    jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in JOINT_NAMES]
+    for n, j in zip(JOINT_NAMES, jids):
+        if m.jnt_type[j] != mujoco.mjtJoint.mjJNT_HINGE:
+            raise ModelError(f"joint {n} of {xml_path} must be a hinge joint")
+
+    qpos_idx = np.array([m.jnt_qposadr[j] for j in jids], dtype=np.int32)
+    qvel_idx = np.array([m.jnt_dofadr[j] for j in jids], dtype=np.int32)
+    base_qpos_adr = int(m.jnt_qposadr[free[0]])
+    base_qvel_adr = int(m.jnt_dofadr[free[0]])
+
+    init_qpos = m.qpos0.copy()
+    init_qpos[base_qpos_adr:base_qpos_adr + 3] = cfg.base_init_pos
+    init_qpos[base_qpos_adr + 3:base_qpos_adr + 7] = cfg.base_init_quat
+    init_qpos[qpos_idx] = cfg.default_angles()
+
+    return Go2Model(
+        mj_model=m, xml_path=str(xml_path), qpos_idx=qpos_idx, qvel_idx=qvel_idx,
+        base_qpos_adr=base_qpos_adr, base_qvel_adr=base_qvel_adr,
+        foot_geom_ids=tuple(_find_foot(m, leg) for leg in LEGS), init_qpos=init_qpos,
+    )
+
+
+def _find_foot(m: mujoco.MjModel, leg: str) -> int:
+    """The foot geom of a leg: the geom named like the leg, else the last sphere on its calf."""
+    gid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, leg)
+    if gid >= 0:
+        return gid
+    body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"{leg}_calf")
+    spheres = [g for g in range(m.ngeom)
+               if m.geom_bodyid[g] == body and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
+    return spheres[-1] if spheres else -1

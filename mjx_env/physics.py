@@ -1,0 +1,105 @@
+"""Physics backends. Each advances all envs by one control period: (qpos, qvel, ctrl) -> (qpos, qvel).
+
+- MjxPhysics: MJX, jit + vmap, substeps in lax.scan. Pure JAX: it is traced into the env step,
+  so on a GPU the whole step (task + physics) is one compiled program on the device.
+- MujocoPhysics: C MuJoCo through mujoco.rollout, one thread per core, GIL released. Float64
+  inside, float32 state between steps (the JAX task's dtype).
+
+Both start every control period from (qpos, qvel) with a cold solver warm-start and hold ctrl
+for all substeps, so the same state and ctrl give the same physics up to float precision.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from mjx_env.model import Go2Model
+
+BACKENDS = ("mjx", "mujoco")
+
+
+def _import_mjx():
+    # mujoco.mjx logs that the optional Warp implementation is absent; it is not used here.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    from mujoco import mjx
+    return mjx
+
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class MjxPhysics:
+    name = "mjx"
+    traceable = True   # can be traced inside jax.jit
+
+    def __init__(self, model: Go2Model, substeps: int, device=None):
+        mjx = _import_mjx()
+        self.substeps = substeps
+        self.mx = mjx.put_model(model.mj_model, device=device, impl="jax")
+        self.d0 = mjx.make_data(self.mx, device=device, impl="jax")
+        self._step = mjx.step
+
+    def advance_one(self, qpos, qvel, ctrl):
+        d = self.d0.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
+
+        def body(d, _):
+            return self._step(self.mx, d), None
+
+        d, _ = jax.lax.scan(body, d, None, length=self.substeps)
+        return d.qpos, d.qvel
+
+    def advance(self, qpos, qvel, ctrl):
+        return jax.vmap(self.advance_one)(qpos, qvel, ctrl)
+
+
+class MujocoPhysics:
+    name = "mujoco"
+    traceable = False
+
+    def __init__(self, model: Go2Model, substeps: int, num_envs: int, nthread: int | None = None):
+        from mujoco import rollout
+
+        m = model.mj_model
+        self.m, self.substeps, self.num_envs = m, substeps, num_envs
+        self.nthread = cpu_threads() if nthread is None else max(1, int(nthread))
+        self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
+        self.nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        if self.nstate != 1 + m.nq + m.nv:  # time, qpos, qvel: no actuator or plugin state
+            raise ValueError("the model has actuator activations or plugin state, which this backend does not carry")
+        self.models = [m] * num_envs
+        self.datas = [mujoco.MjData(m) for _ in range(self.nthread)]
+        self.pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        # Buffers reused every step (rollout writes into them).
+        self.init_state = np.zeros((num_envs, self.nstate))
+        self.control = np.zeros((num_envs, substeps, self.nu))
+        self.out_state = np.zeros((num_envs, substeps, self.nstate))
+        self.out_sensor = np.zeros((num_envs, substeps, m.nsensordata))
+        # A few chunks per thread balance load without much scheduling overhead.
+        self.chunk = max(1, num_envs // (self.nthread * 4))
+
+    def advance(self, qpos, qvel, ctrl):
+        """Host arrays in, host arrays out (float64 inside, float32 out)."""
+        nq = self.nq
+        self.init_state[:, 1:1 + nq] = qpos
+        self.init_state[:, 1 + nq:] = qvel
+        self.control[:] = np.asarray(ctrl)[:, None, :]
+        self.pool.rollout(self.models, self.datas, self.init_state, self.control,
+                          skip_checks=True, nstep=self.substeps, state=self.out_state,
+                          sensordata=self.out_sensor, chunk_size=self.chunk,
+                          control_spec=mujoco.mjtState.mjSTATE_CTRL.value, initial_warmstart=None)
+        last = self.out_state[:, -1]
+        return last[:, 1:1 + nq].astype(np.float32), last[:, 1 + nq:].astype(np.float32)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None

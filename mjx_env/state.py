@@ -1,0 +1,36 @@
+"""The environment state: one immutable pytree per env (batched by vmap)."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class State:
+    qpos: jax.Array            # (nq,) physics position state
+    qvel: jax.Array            # (nv,) physics velocity state
+    last_action: jax.Array     # (12,) clipped action of the previous step: the PD target now applied
+    commands: jax.Array        # (5,) lin_vel_x, lin_vel_y, ang_vel, height, jump
+    jump_steps: jax.Array      # () int32, steps left in the open jump window (0: closed)
+    episode_step: jax.Array    # () int32, control steps since reset; callers may set it
+    key: jax.Array             # (2,) uint32 PRNG key of this env
+    obs: jax.Array             # (48,) policy observation
+    critic_obs: jax.Array      # (52,) policy observation + privileged state
+    reward: jax.Array          # () reward of the last step
+    terminated: jax.Array      # () bool, fell (roll/pitch limit) or diverged
+    time_out: jax.Array        # () bool, reached the episode length
+    diverged: jax.Array        # () bool, physics state was non-finite or absurd (env reset)
+    bad_action: jax.Array      # () bool, the action held a NaN or inf (replaced by 0)
+    reward_terms: dict         # term -> () this step's scaled reward
+    episode_sums: dict         # term -> () running sum since reset
+    final_episode_sums: dict   # term -> () sum of the episode that ended at this step (0 if none)
+    final_episode_length: jax.Array  # () int32 length of the episode that ended here (0 if none)
+
+    @property
+    def done(self) -> jax.Array:
+        return self.terminated | self.time_out
+
+    def replace(self, **kw) -> "State":
+        return dataclasses.replace(self, **kw)

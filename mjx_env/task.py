@@ -1,0 +1,177 @@
+"""The Go2 locomotion task in JAX, written once for both physics backends.
+
+Everything here is per env and pure; Go2Env vmaps and jits it. A backend only answers
+"advance the physics": (qpos, qvel, ctrl) -> (qpos, qvel) over one control period.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mjx_env.config import TaskConfig
+from mjx_env.math import roll_pitch, rotate_inverse
+from mjx_env.model import Go2Model
+from mjx_env.state import State
+
+REWARD_TERMS = ("tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "base_height",
+                "action_rate", "similar_to_default")
+PENALTIES = ("lin_vel_z", "base_height", "action_rate", "similar_to_default")
+
+
+class Go2Task:
+    def __init__(self, model: Go2Model, cfg: TaskConfig):
+        cfg.validate()
+        self.cfg = cfg
+        unknown = set(cfg.reward.scale_dict()) - set(REWARD_TERMS)
+        if unknown:
+            from mjx_env.errors import ConfigError
+            raise ConfigError(f"unknown reward term(s) {sorted(unknown)}; known: {REWARD_TERMS}")
+        self.reward_scales = {k: v * cfg.env.dt for k, v in cfg.reward.scale_dict().items() if v != 0.0}
+        self.qpos_idx = jnp.asarray(model.qpos_idx)
+        self.qvel_idx = jnp.asarray(model.qvel_idx)
+        self.bq = model.base_qpos_adr
+        self.bv = model.base_qvel_adr
+        self.default_angles = jnp.asarray(cfg.env.default_angles(), dtype=jnp.float32)
+        self.init_qpos = jnp.asarray(model.init_qpos, dtype=jnp.float32)
+        self.nv = model.nv
+        self.commands_scale = jnp.asarray(cfg.obs.commands_scale, dtype=jnp.float32)
+
+    # ---- commands ---------------------------------------------------------------------------
+    def sample_commands(self, key: jax.Array) -> jax.Array:
+        c = self.cfg.command
+        if c.fixed is not None:
+            return jnp.asarray(c.fixed, dtype=jnp.float32)
+        lo = jnp.array([c.lin_vel_x_range[0], c.lin_vel_y_range[0], c.ang_vel_range[0], c.height_range[0]])
+        hi = jnp.array([c.lin_vel_x_range[1], c.lin_vel_y_range[1], c.ang_vel_range[1], c.height_range[1]])
+        u = jax.random.uniform(key, (4,), minval=lo, maxval=hi)
+        # Velocity commands shrink near the nominal height (x0.5 there, x1 at the range's top).
+        span = max(c.height_range[1] - c.nominal_height, 1e-6)
+        factor = 0.5 + 0.5 * jnp.abs(u[3] - c.nominal_height) / span
+        return jnp.concatenate([u[:3] * factor, u[3:4], jnp.zeros(1)])
+
+    # ---- derived quantities -------------------------------------------------------------------
+    def base(self, qpos, qvel):
+        quat = qpos[self.bq + 3:self.bq + 7]
+        quat = quat / jnp.linalg.norm(quat)
+        return dict(
+            height=qpos[self.bq + 2],
+            quat=quat,
+            lin_vel=rotate_inverse(quat, qvel[self.bv:self.bv + 3]),   # world -> base frame
+            ang_vel=qvel[self.bv + 3:self.bv + 6],                      # free joint: already base frame
+            gravity=rotate_inverse(quat, jnp.array([0.0, 0.0, -1.0])),
+            dof_pos=qpos[self.qpos_idx] - self.default_angles,
+            dof_vel=qvel[self.qvel_idx],
+        )
+
+    def observe(self, b: dict, commands, action, jump_steps):
+        o = self.cfg.obs
+        phase = (jump_steps / self.cfg.command.jump_reward_steps).astype(jnp.float32)
+        policy = jnp.concatenate([
+            b["ang_vel"] * o.ang_vel_scale,
+            b["gravity"],
+            commands * self.commands_scale,
+            b["dof_pos"] * o.dof_pos_scale,
+            b["dof_vel"] * o.dof_vel_scale,
+            action,
+            phase[None],
+        ])
+        critic = jnp.concatenate([policy, b["lin_vel"] * o.lin_vel_scale, b["height"][None]])
+        return policy, critic
+
+    def reward_terms(self, b: dict, commands, action, last_action, penalties_on) -> dict:
+        sigma = self.cfg.reward.tracking_sigma
+        raw = dict(
+            tracking_lin_vel=jnp.exp(-jnp.sum(jnp.square(commands[:2] - b["lin_vel"][:2])) / sigma),
+            tracking_ang_vel=jnp.exp(-jnp.square(commands[2] - b["ang_vel"][2]) / sigma),
+            lin_vel_z=jnp.square(b["lin_vel"][2]),
+            base_height=jnp.square(b["height"] - commands[3]),
+            action_rate=jnp.sum(jnp.square(last_action - action)),
+            similar_to_default=jnp.sum(jnp.abs(b["dof_pos"])),
+        )
+        return {k: raw[k] * s * (penalties_on if k in PENALTIES else 1.0)
+                for k, s in self.reward_scales.items()}
+
+    # ---- reset / step -------------------------------------------------------------------------
+    def reset(self, key: jax.Array) -> State:
+        key, k_cmd = jax.random.split(key)
+        commands = self.sample_commands(k_cmd)
+        if self.cfg.command.fixed is None:
+            commands = commands.at[3].set(self.cfg.command.nominal_height)
+        qpos, qvel = self.init_qpos, jnp.zeros(self.nv, jnp.float32)
+        zeros_a = jnp.zeros(self.cfg.env.num_actions, jnp.float32)
+        jump_steps = jnp.zeros((), jnp.int32)
+        obs, critic = self.observe(self.base(qpos, qvel), commands, zeros_a, jump_steps)
+        sums = {k: jnp.zeros((), jnp.float32) for k in self.reward_scales}
+        f = jnp.zeros((), bool)
+        return State(qpos=qpos, qvel=qvel, last_action=zeros_a, commands=commands, jump_steps=jump_steps,
+                     episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, critic_obs=critic,
+                     reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, diverged=f, bad_action=f,
+                     reward_terms=dict(sums), episode_sums=dict(sums), final_episode_sums=dict(sums),
+                     final_episode_length=jnp.zeros((), jnp.int32))
+
+    def clean_action(self, action):
+        """Non-finite entries become 0 (the default pose), then the reference's clip."""
+        finite = jnp.isfinite(action)
+        clip = self.cfg.env.clip_actions
+        return jnp.clip(jnp.where(finite, action, 0.0), -clip, clip), ~jnp.all(finite)
+
+    def ctrl(self, state: State, action) -> jax.Array:
+        """PD targets for this control period, in actuator (= action) order."""
+        e = self.cfg.env
+        applied = state.last_action if e.simulate_action_latency else action
+        return self.default_angles + e.action_scale * applied
+
+    def after_physics(self, state: State, action, bad_action, qpos, qvel) -> State:
+        """Reward and termination on the state reached, then commands, then auto-reset."""
+        e, c = self.cfg.env, self.cfg.command
+        key, k_cmd, k_resample, k_jump, k_jump_cmd, k_reset = jax.random.split(state.key, 6)
+
+        finite = jnp.all(jnp.isfinite(qpos)) & jnp.all(jnp.isfinite(qvel))
+        diverged = ~finite | (jnp.max(jnp.abs(qvel)) > e.max_abs_qvel) \
+            | (jnp.max(jnp.abs(qpos[self.bq:self.bq + 2])) > e.max_abs_base_xy)
+        # Keep NaN out of everything computed below; a diverged env is reset anyway.
+        qpos = jnp.where(finite, qpos, self.init_qpos)
+        qvel = jnp.where(finite, qvel, 0.0)
+
+        b = self.base(qpos, qvel)
+        penalties_on = (state.jump_steps == 0).astype(jnp.float32)
+        terms = self.reward_terms(b, state.commands, action, state.last_action, penalties_on)
+        terms = {k: jnp.where(diverged, 0.0, v) for k, v in terms.items()}
+        reward = sum(terms.values()) if terms else jnp.zeros(())
+
+        episode_step = state.episode_step + 1
+        roll, pitch = roll_pitch(b["quat"])
+        fell = (jnp.abs(roll) > jnp.deg2rad(e.termination_roll_deg)) \
+            | (jnp.abs(pitch) > jnp.deg2rad(e.termination_pitch_deg))
+        terminated = fell | diverged
+        time_out = (episode_step >= e.max_episode_length) & ~terminated
+        done = terminated | time_out
+
+        # Commands for the next step: periodic and random resampling, then jumps.
+        commands = state.commands
+        resample = (episode_step % c.resample_every(e.dt) == 0) \
+            | (jax.random.uniform(k_resample) < c.random_resample_prob)
+        commands = jnp.where(resample, self.sample_commands(k_cmd), commands)
+        jump_steps = jnp.maximum(state.jump_steps - 1, 0)
+        commands = commands.at[4].set(0.0)                      # a jump command lasts one step
+        if c.jumps_enabled and c.fixed is None:
+            jump = jax.random.uniform(k_jump) < c.jump_prob
+            jump_cmd = jax.random.uniform(k_jump_cmd, minval=c.jump_range[0], maxval=c.jump_range[1])
+            commands = commands.at[4].set(jnp.where(jump, jump_cmd, 0.0))
+            jump_steps = jnp.where(jump & (jump_steps == 0), c.jump_reward_steps, jump_steps)
+
+        sums = {k: state.episode_sums[k] + v for k, v in terms.items()}
+        obs, critic = self.observe(b, commands, action, jump_steps)
+        cont = state.replace(qpos=qpos, qvel=qvel, last_action=action, commands=commands,
+                             jump_steps=jump_steps.astype(jnp.int32), episode_step=episode_step, key=key,
+                             obs=obs, critic_obs=critic, episode_sums=sums)
+        fresh = self.reset(k_reset).replace(key=key)
+        new = jax.tree_util.tree_map(lambda r, k: jnp.where(done, r, k), fresh, cont)
+        zero = jnp.zeros((), jnp.float32)
+        return new.replace(
+            reward=reward, terminated=terminated, time_out=time_out, diverged=diverged,
+            bad_action=bad_action, reward_terms=terms,
+            final_episode_sums={k: jnp.where(done, v, zero) for k, v in sums.items()},
+            final_episode_length=jnp.where(done, episode_step, 0).astype(jnp.int32),
+        )
