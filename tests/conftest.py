@@ -1,0 +1,20 @@
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+logging.getLogger().setLevel(logging.ERROR)  # mujoco.mjx reports that the optional Warp is absent
+
+REPO = Path(__file__).resolve().parent.parent
+OWN_XML = REPO / "Unitree_go2" / "go2_mjx_gym.xml"
+REF_DIR = REPO.parent / "shared" / "reference" / "unitree_go2"
+
+
+@pytest.fixture(scope="session")
+def ref_xml():
+    path = REF_DIR / "scene.xml"
+    if not path.is_file():
+        pytest.skip(f"reference Menagerie model not found at {path} (shared/ is not beside the checkout)")
+    return path
