@@ -22,7 +22,8 @@ from mjx_env.task import Go2Task
 
 class Go2Env:
     def __init__(self, num_envs: int = 4096, backend: str = "mjx", cfg: TaskConfig | None = None,
-                 xml_path=None, nthread: int | None = None, model: Go2Model | None = None):
+                 xml_path=None, nthread: int | None = None, model: Go2Model | None = None,
+                 device: jax.Device | None = None):
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
@@ -31,6 +32,10 @@ class Go2Env:
         self.cfg.validate()
         self.num_envs = int(num_envs)
         self.backend = backend
+        # Every array of the state is committed to this device, so that arrays arriving from
+        # torch (committed too) never change the jit cache key: one compilation per function.
+        # The mujoco backend steps on the host, so its task arrays stay on the CPU as well.
+        self.device = device or (jax.devices()[0] if backend == "mjx" else jax.devices("cpu")[0])
         self.model = model or load_go2(xml_path, self.cfg.env)
         self.task = Go2Task(self.model, self.cfg)
         substeps = self.cfg.env.substeps
@@ -46,9 +51,10 @@ class Go2Env:
         def after(state, action, bad, qpos, qvel):
             return jax.vmap(task.after_physics)(state, action, bad, qpos, qvel)
 
-        self.reset = jax.jit(reset)
+        reset_jit = jax.jit(reset)
+        self.reset = lambda key: reset_jit(jax.device_put(key, self.device))
         if backend == "mjx":
-            self.physics = MjxPhysics(self.model, substeps)
+            self.physics = MjxPhysics(self.model, substeps, device=self.device)
 
             def step(state, action):
                 action, bad, ctrl = before(state, action)
@@ -61,10 +67,11 @@ class Go2Env:
             before_jit, after_jit = jax.jit(before), jax.jit(after)
 
             def step(state, action):
-                action, bad, ctrl = before_jit(state, jnp.asarray(action, jnp.float32))
+                action, bad, ctrl = before_jit(state, jax.device_put(action, self.device))
                 qpos, qvel = self.physics.advance(np.asarray(state.qpos), np.asarray(state.qvel),
                                                   np.asarray(ctrl))
-                return after_jit(state, action, bad, jnp.asarray(qpos), jnp.asarray(qvel))
+                qpos, qvel = jax.device_put((qpos, qvel), self.device)
+                return after_jit(state, action, bad, qpos, qvel)
 
             self.step = step
 

@@ -21,16 +21,13 @@ class State:
     reward: jax.Array          # () reward of the last step
     terminated: jax.Array      # () bool, fell (roll/pitch limit) or diverged
     time_out: jax.Array        # () bool, reached the episode length
+    done: jax.Array            # () bool, terminated or time_out: the env was reset in this step
     diverged: jax.Array        # () bool, physics state was non-finite or absurd (env reset)
     bad_action: jax.Array      # () bool, the action held a NaN or inf (replaced by 0)
     reward_terms: dict         # term -> () this step's scaled reward
     episode_sums: dict         # term -> () running sum since reset
     final_episode_sums: dict   # term -> () sum of the episode that ended at this step (0 if none)
     final_episode_length: jax.Array  # () int32 length of the episode that ended here (0 if none)
-
-    @property
-    def done(self) -> jax.Array:
-        return self.terminated | self.time_out
 
     def replace(self, **kw) -> "State":
         return dataclasses.replace(self, **kw)

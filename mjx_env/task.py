@@ -106,7 +106,7 @@ class Go2Task:
         f = jnp.zeros((), bool)
         return State(qpos=qpos, qvel=qvel, last_action=zeros_a, commands=commands, jump_steps=jump_steps,
                      episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, critic_obs=critic,
-                     reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, diverged=f, bad_action=f,
+                     reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, done=f, diverged=f, bad_action=f,
                      reward_terms=dict(sums), episode_sums=dict(sums), final_episode_sums=dict(sums),
                      final_episode_length=jnp.zeros((), jnp.int32))
 
@@ -170,7 +170,7 @@ class Go2Task:
         new = jax.tree_util.tree_map(lambda r, k: jnp.where(done, r, k), fresh, cont)
         zero = jnp.zeros((), jnp.float32)
         return new.replace(
-            reward=reward, terminated=terminated, time_out=time_out, diverged=diverged,
+            reward=reward, terminated=terminated, time_out=time_out, done=done, diverged=diverged,
             bad_action=bad_action, reward_terms=terms,
             final_episode_sums={k: jnp.where(done, v, zero) for k, v in sums.items()},
             final_episode_length=jnp.where(done, episode_step, 0).astype(jnp.int32),

@@ -1,0 +1,101 @@
+"""PPO configuration (the seed's hyperparameters, in rsl_rl 5.x layout) and a runner that
+writes checkpoints atomically and checks them before loading."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from rsl_rl.runners import OnPolicyRunner
+
+from mjx_env.errors import UserError
+
+
+def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict:
+    """go2_train.py's PPO settings. In rsl_rl 5.x the action noise lives in
+    actor.distribution_cfg.init_std and observation normalisation per model (the reference
+    has none); a top-level 'empirical_normalization' would be silently ignored."""
+    mlp = dict(class_name="MLPModel", hidden_dims=[512, 256, 128], activation="elu", obs_normalization=False)
+    return {
+        "num_steps_per_env": num_steps_per_env,
+        "save_interval": save_interval,
+        "logger": "tensorboard",
+        "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
+        "actor": dict(mlp, distribution_cfg={"class_name": "GaussianDistribution", "init_std": 1.0}),
+        "critic": dict(mlp),
+        "algorithm": {
+            "class_name": "PPO",
+            "clip_param": 0.2,
+            "desired_kl": 0.01,
+            "entropy_coef": 0.01,
+            "gamma": 0.99,
+            "lam": 0.95,
+            "learning_rate": 0.001,
+            "max_grad_norm": 1.0,
+            "num_learning_epochs": 5,
+            "num_mini_batches": 4,
+            "schedule": "adaptive",
+            "use_clipped_value_loss": True,
+            "value_loss_coef": 1.0,
+        },
+    }
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """write(tmp_path) then rename: a crash mid-write never truncates an existing file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the file the usual permissions
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_pickle(obj, path) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            pickle.dump(obj, f)
+    atomic_write(path, write)
+
+
+class Go2Runner(OnPolicyRunner):
+    def save(self, path: str, infos=None) -> None:
+        atomic_write(path, lambda tmp: super(Go2Runner, self).save(tmp, infos))
+
+
+def read_checkpoint(path: str | os.PathLike, num_obs: int, num_critic_obs: int, num_actions: int) -> dict:
+    """Load a checkpoint and check it fits this environment; one-line UserError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(ckpt, dict) or "actor_state_dict" not in ckpt:
+        raise UserError(f"{path} is not an rsl_rl checkpoint (no actor_state_dict)")
+    for part, n_in in (("actor", num_obs), ("critic", num_critic_obs)):
+        sd = ckpt.get(f"{part}_state_dict") if part == "actor" else ckpt.get("critic_state_dict", {})
+        weights = [k for k in sd if k.endswith(".weight") and "normalizer" not in k]
+        if not weights:
+            if part == "critic":
+                continue
+            raise UserError(f"checkpoint {path} holds no {part} network weights")
+        first, last = sd[weights[0]], sd[weights[-1]]
+        if first.shape[1] != n_in:
+            raise UserError(f"checkpoint {path} expects {first.shape[1]} {part} observations, "
+                            f"this environment gives {n_in}")
+        if part == "actor" and last.shape[0] != num_actions:
+            raise UserError(f"checkpoint {path} outputs {last.shape[0]} actions, this environment needs {num_actions}")
+    return ckpt

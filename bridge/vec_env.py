@@ -1,0 +1,100 @@
+"""rsl_rl VecEnv over the JAX Go2Env, with DLPack zero-copy in both directions.
+
+Observations, rewards, dones and time-outs handed to rsl_rl are torch views of the JAX
+arrays of the new state (torch.from_dlpack), and the policy's actions enter JAX as a view
+of the torch tensor (jax.dlpack.from_dlpack). Nothing crosses to the host in step(): the
+per-term episode rewards are accumulated on the device and handed to rsl_rl's logger once
+per rollout.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import torch
+from rsl_rl.env import VecEnv
+from tensordict import TensorDict
+
+from mjx_env.env import Go2Env
+
+
+def to_torch(x: jax.Array) -> torch.Tensor:
+    return torch.from_dlpack(x)
+
+
+def to_jax(t: torch.Tensor) -> jax.Array:
+    return jax.dlpack.from_dlpack(t.detach().contiguous())
+
+
+class Go2VecEnv(VecEnv):
+    def __init__(self, env: Go2Env, seed: int = 0, log_every: int = 24):
+        self.env = env
+        self.num_envs = env.num_envs
+        self.num_actions = env.num_actions
+        self.max_episode_length = env.max_episode_length
+        self.cfg = {}
+        self.state = env.reset(jax.random.PRNGKey(seed))
+        # The device of the env's arrays is the device of the tensors rsl_rl gets.
+        self.device = to_torch(self.state.reward).device
+        self.log_every = max(1, int(log_every))   # = num_steps_per_env: one log entry per rollout
+        self._steps = 0
+        terms = list(self.state.final_episode_sums)
+        self._log_keys = [f"rew_{k}" for k in terms] + ["diverged_envs", "bad_actions"]
+        self._acc = torch.zeros(len(terms), device=self.device)
+        self._count = torch.zeros((), device=self.device)
+        self._events = torch.zeros(2, device=self.device)
+        self._last = torch.zeros(len(terms), device=self.device)
+        self._episode_s = env.cfg.env.episode_length_s
+
+    # ---- rsl_rl interface --------------------------------------------------------------------
+    @property
+    def episode_length_buf(self) -> torch.Tensor:
+        return to_torch(self.state.episode_step)
+
+    @episode_length_buf.setter
+    def episode_length_buf(self, value: torch.Tensor) -> None:
+        # rsl_rl assigns random counters here (learn(init_at_random_ep_len=True)).
+        steps = to_jax(value.to(self.device, torch.int32))
+        self.state = self.state.replace(episode_step=jnp.asarray(steps, jnp.int32))
+
+    def get_observations(self) -> TensorDict:
+        return self._obs()
+
+    def step(self, actions: torch.Tensor):
+        self.state = self.env.step(self.state, to_jax(actions.to(self.device, torch.float32)))
+        s = self.state
+        dones = to_torch(s.done)
+        extras = {"time_outs": to_torch(s.time_out)}
+        self._accumulate(s, dones)
+        self._steps += 1
+        if self._steps % self.log_every == 0:
+            extras["episode"] = self._flush()
+        return self._obs(), to_torch(s.reward), dones, extras
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _obs(self) -> TensorDict:
+        return TensorDict({"policy": to_torch(self.state.obs), "critic": to_torch(self.state.critic_obs)},
+                          batch_size=[self.num_envs], device=self.device)
+
+    def _accumulate(self, s, dones: torch.Tensor) -> None:
+        # final_episode_sums is zero for envs that did not finish, so plain sums are right.
+        sums = torch.stack([to_torch(v) for v in s.final_episode_sums.values()])
+        self._acc += sums.sum(dim=1)
+        self._count += dones.sum()
+        self._events[0] += to_torch(s.diverged).sum()
+        self._events[1] += to_torch(s.bad_action).sum()
+
+    def _flush(self) -> dict:
+        # Mean over the episodes that ended in this rollout, per second of episode (as the
+        # reference logs it); a rollout where none ended repeats the last value.
+        mean = torch.where(self._count > 0, self._acc / self._count.clamp(min=1) / self._episode_s, self._last)
+        self._last = mean
+        out = {k: mean[i].clone() for i, k in enumerate(self._log_keys[:-2])}
+        out["diverged_envs"] = self._events[0].clone()
+        out["bad_actions"] = self._events[1].clone()
+        self._acc.zero_()
+        self._count.zero_()
+        self._events.zero_()
+        return out
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,184 @@
+"""Train a Go2 walking policy with PPO (rsl_rl 5.x) on MJX or C MuJoCo.
+
+    python train.py                                  # 4096 envs, 10000 iterations, GPU if there is one
+    python train.py --device cpu -B 512 --max_iterations 300
+    python train.py --resume logs/go2-ppo-dynaflow/model_300.pt --max_iterations 200
+
+Writes logs/{exp_name}/: model_{it}.pt every 100 iterations and at the end, cfgs.pkl, and
+TensorBoard events. Ctrl-C (or SIGTERM) finishes the current iteration, saves it and exits.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
+from mjx_env.errors import UserError
+
+REPO = Path(__file__).resolve().parent
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv=None):
+    p = OneLineParser(prog="train.py", description="PPO training of the Unitree Go2 (rsl_rl) on MJX / MuJoCo.")
+    p.add_argument("-e", "--exp_name", default="go2-ppo-dynaflow", help="run name: logs/{exp_name}/")
+    p.add_argument("-B", "--num_envs", type=int, default=4096, help="parallel environments")
+    p.add_argument("--max_iterations", type=int, default=10000, help="PPO iterations to run (more, on --resume)")
+    p.add_argument("--device", default=None, help="cuda:0 when torch and JAX both see a GPU, else cpu")
+    p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None,
+                   help="Go2 MJCF (default Unitree_go2/go2_mjx_gym.xml)")
+    p.add_argument("--backend", default="auto", help="auto (mjx on GPU, mujoco on CPU), mjx or mujoco")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
+    p.add_argument("--log_root", default=str(REPO / "logs"), help=argparse.SUPPRESS)
+    p.add_argument("--save_interval", type=int, default=100, help="checkpoint every N iterations")
+    return p.parse_args(argv)
+
+
+CKPT_RE = re.compile(r"^model_(\d+)\.pt$")
+
+
+def existing_checkpoints(log_dir: Path) -> list[int]:
+    if not log_dir.is_dir():
+        return []
+    return sorted(int(m.group(1)) for f in log_dir.iterdir() if (m := CKPT_RE.match(f.name)))
+
+
+def check_log_dir(log_dir: Path) -> None:
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        probe = log_dir / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"log directory {log_dir} is not writable ({exc.strerror}): "
+                        "choose another --exp_name or fix its permissions") from None
+
+
+class StopRequested(Exception):
+    pass
+
+
+def install_stop_handlers(state: dict) -> None:
+    """First Ctrl-C / SIGTERM: finish this iteration, save, exit. Second: stop at once."""
+    def handler(signum, frame):
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = signal.Signals(signum).name
+        print(f"\n[train] {state['stop']} received: saving after the current iteration "
+              "(send it again to stop at once, without saving)", flush=True)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(args) -> int:
+    if args.num_envs < 1:
+        raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
+    if args.max_iterations < 1:
+        raise UserError(f"--max_iterations must be >= 1, got {args.max_iterations}")
+    if args.save_interval < 1:
+        raise UserError(f"--save_interval must be >= 1, got {args.save_interval}")
+    if args.backend not in ("auto", "mjx", "mujoco"):
+        raise UserError(f"unknown --backend {args.backend!r}: choose auto, mjx or mujoco")
+    if not re.fullmatch(r"[\w.\-]+", args.exp_name):
+        raise UserError(f"--exp_name {args.exp_name!r} must be a plain name (letters, digits, . _ -)")
+
+    from bridge import device as devmod
+    devices = devmod.resolve(args.device)
+    backend = args.backend if args.backend != "auto" else ("mjx" if devices.is_gpu else "mujoco")
+
+    import numpy as np
+    import torch
+    from mjx_env.config import TaskConfig
+    from mjx_env.model import load_go2
+    from bridge.runner import Go2Runner, atomic_pickle, ppo_train_cfg, read_checkpoint
+
+    cfg = TaskConfig()
+    cfg.validate()
+    model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
+    log_dir = Path(args.log_root) / args.exp_name
+    train_cfg = ppo_train_cfg(save_interval=args.save_interval)
+
+    start_it = 0
+    ckpt = None
+    if args.resume:
+        ckpt = read_checkpoint(args.resume, cfg.obs.num_obs, cfg.obs.num_privileged_obs, cfg.env.num_actions)
+        start_it = int(ckpt.get("iter", 0)) + 1
+    taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
+    if taken:
+        hint = "use --resume with its last checkpoint" if not args.resume else "resume from its last checkpoint"
+        raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
+                        f"choose another --exp_name or {hint}")
+    check_log_dir(log_dir)
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    from mjx_env.env import Go2Env
+    from bridge.vec_env import Go2VecEnv
+
+    env = Go2Env(args.num_envs, backend, cfg, model=model, device=devices.jax if backend == "mjx" else None)
+    vec_env = Go2VecEnv(env, seed=args.seed, log_every=train_cfg["num_steps_per_env"])
+    print(f"[train] backend={backend} device={devices.name} num_envs={args.num_envs} "
+          f"model={model.xml_path} log_dir={log_dir}", flush=True)
+
+    saved_cfg = copy.deepcopy(train_cfg)
+    saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
+                     backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume)
+    atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
+                   dataclasses.asdict(cfg.command), saved_cfg], log_dir / "cfgs.pkl")
+
+    runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch))
+    if ckpt is not None:
+        runner.load(args.resume, map_location=str(devices.torch))
+        runner.current_learning_iteration = start_it      # rsl_rl would redo the loaded iteration
+        print(f"[train] resumed from {args.resume}: iterations {start_it}..{start_it + args.max_iterations - 1}")
+
+    stop = {"stop": None}
+    install_stop_handlers(stop)
+    log = runner.logger.log
+
+    def log_then_maybe_stop(*a, **kw):
+        log(*a, **kw)
+        if stop["stop"]:
+            raise StopRequested
+    runner.logger.log = log_then_maybe_stop
+
+    try:
+        runner.learn(num_learning_iterations=args.max_iterations, init_at_random_ep_len=True)
+    except StopRequested:
+        it = runner.current_learning_iteration
+        path = log_dir / f"model_{it}.pt"
+        runner.save(str(path))
+        runner.logger.stop_logging_writer()
+        print(f"[train] stopped by {stop['stop']} after iteration {it}; saved {path}\n"
+              f"[train] continue with: python train.py -e {args.exp_name} --resume {path} "
+              f"--max_iterations N", flush=True)
+    except KeyboardInterrupt:
+        print("\n[train] stopped at once; checkpoints already written are intact", file=sys.stderr)
+        return 130
+    finally:
+        vec_env.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
