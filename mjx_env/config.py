@@ -108,6 +108,10 @@ class CommandConfig:
     jump_reward_steps: int = 50
     # When set, commands are held at this value (play / evaluation / data collection).
     fixed: tuple | None = None
+    # Training shapes commands as the reference does; evaluation turns these off to sample
+    # exactly the ranges it asks for.
+    height_scales_velocity: bool = True    # velocity commands x (0.5 + 0.5 |h - nominal| / span)
+    reset_height_to_nominal: bool = True   # the height command at reset is the nominal height
 
     def resample_every(self, dt: float) -> int:
         return int(round(self.resampling_time_s / dt))

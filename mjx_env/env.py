@@ -51,6 +51,7 @@ class Go2Env:
         def after(state, action, bad, qpos, qvel):
             return jax.vmap(task.after_physics)(state, action, bad, qpos, qvel)
 
+        self.with_commands = jax.jit(jax.vmap(task.with_commands))
         reset_jit = jax.jit(reset)
         self.reset = lambda key: reset_jit(jax.device_put(key, self.device))
         if backend == "mjx":

@@ -86,16 +86,20 @@ class MujocoPhysics:
         # A few chunks per thread balance load without much scheduling overhead.
         self.chunk = max(1, num_envs // (self.nthread * 4))
 
+    def rollout(self) -> None:
+        """The raw physics: all envs, all substeps, from and into the preallocated buffers."""
+        self.pool.rollout(self.models, self.datas, self.init_state, self.control,
+                          skip_checks=True, nstep=self.substeps, state=self.out_state,
+                          sensordata=self.out_sensor, chunk_size=self.chunk,
+                          control_spec=mujoco.mjtState.mjSTATE_CTRL.value, initial_warmstart=None)
+
     def advance(self, qpos, qvel, ctrl):
         """Host arrays in, host arrays out (float64 inside, float32 out)."""
         nq = self.nq
         self.init_state[:, 1:1 + nq] = qpos
         self.init_state[:, 1 + nq:] = qvel
         self.control[:] = np.asarray(ctrl)[:, None, :]
-        self.pool.rollout(self.models, self.datas, self.init_state, self.control,
-                          skip_checks=True, nstep=self.substeps, state=self.out_state,
-                          sensordata=self.out_sensor, chunk_size=self.chunk,
-                          control_spec=mujoco.mjtState.mjSTATE_CTRL.value, initial_warmstart=None)
+        self.rollout()
         last = self.out_state[:, -1]
         return last[:, 1:1 + nq].astype(np.float32), last[:, 1 + nq:].astype(np.float32)
 

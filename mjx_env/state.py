@@ -28,6 +28,7 @@ class State:
     episode_sums: dict         # term -> () running sum since reset
     final_episode_sums: dict   # term -> () sum of the episode that ended at this step (0 if none)
     final_episode_length: jax.Array  # () int32 length of the episode that ended here (0 if none)
+    metrics: dict              # base lin_vel, ang_vel (base frame) and height of the state reached
 
     def replace(self, **kw) -> "State":
         return dataclasses.replace(self, **kw)

@@ -45,10 +45,11 @@ class Go2Task:
         lo = jnp.array([c.lin_vel_x_range[0], c.lin_vel_y_range[0], c.ang_vel_range[0], c.height_range[0]])
         hi = jnp.array([c.lin_vel_x_range[1], c.lin_vel_y_range[1], c.ang_vel_range[1], c.height_range[1]])
         u = jax.random.uniform(key, (4,), minval=lo, maxval=hi)
-        # Velocity commands shrink near the nominal height (x0.5 there, x1 at the range's top).
-        span = max(c.height_range[1] - c.nominal_height, 1e-6)
-        factor = 0.5 + 0.5 * jnp.abs(u[3] - c.nominal_height) / span
-        return jnp.concatenate([u[:3] * factor, u[3:4], jnp.zeros(1)])
+        if c.height_scales_velocity:
+            # Velocity commands shrink near the nominal height (x0.5 there, x1 at the range's top).
+            span = max(c.height_range[1] - c.nominal_height, 1e-6)
+            u = u.at[:3].multiply(0.5 + 0.5 * jnp.abs(u[3] - c.nominal_height) / span)
+        return jnp.concatenate([u, jnp.zeros(1)])
 
     # ---- derived quantities -------------------------------------------------------------------
     def base(self, qpos, qvel):
@@ -92,11 +93,16 @@ class Go2Task:
         return {k: raw[k] * s * (penalties_on if k in PENALTIES else 1.0)
                 for k, s in self.reward_scales.items()}
 
+    @staticmethod
+    def metrics(b: dict) -> dict:
+        """What evaluation reads of the state a step reached (before any auto-reset)."""
+        return {"lin_vel": b["lin_vel"], "ang_vel": b["ang_vel"], "height": b["height"]}
+
     # ---- reset / step -------------------------------------------------------------------------
     def reset(self, key: jax.Array) -> State:
         key, k_cmd = jax.random.split(key)
         commands = self.sample_commands(k_cmd)
-        if self.cfg.command.fixed is None:
+        if self.cfg.command.fixed is None and self.cfg.command.reset_height_to_nominal:
             commands = commands.at[3].set(self.cfg.command.nominal_height)
         qpos, qvel = self.init_qpos, jnp.zeros(self.nv, jnp.float32)
         zeros_a = jnp.zeros(self.cfg.env.num_actions, jnp.float32)
@@ -104,11 +110,18 @@ class Go2Task:
         obs, critic = self.observe(self.base(qpos, qvel), commands, zeros_a, jump_steps)
         sums = {k: jnp.zeros((), jnp.float32) for k in self.reward_scales}
         f = jnp.zeros((), bool)
-        return State(qpos=qpos, qvel=qvel, last_action=zeros_a, commands=commands, jump_steps=jump_steps,
+        metrics = {k: jnp.zeros_like(v) for k, v in self.metrics(self.base(qpos, qvel)).items()}
+        return State(metrics=metrics, qpos=qpos, qvel=qvel, last_action=zeros_a, commands=commands, jump_steps=jump_steps,
                      episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, critic_obs=critic,
                      reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, done=f, diverged=f, bad_action=f,
                      reward_terms=dict(sums), episode_sums=dict(sums), final_episode_sums=dict(sums),
                      final_episode_length=jnp.zeros((), jnp.int32))
+
+    def with_commands(self, state: State, commands) -> State:
+        """Set an env's commands and refresh its observation to show them (tools, not training)."""
+        obs, critic = self.observe(self.base(state.qpos, state.qvel), commands, state.last_action,
+                                   state.jump_steps)
+        return state.replace(commands=commands, obs=obs, critic_obs=critic)
 
     def clean_action(self, action):
         """Non-finite entries become 0 (the default pose), then the reference's clip."""
@@ -170,6 +183,7 @@ class Go2Task:
         new = jax.tree_util.tree_map(lambda r, k: jnp.where(done, r, k), fresh, cont)
         zero = jnp.zeros((), jnp.float32)
         return new.replace(
+            metrics=self.metrics(b),
             reward=reward, terminated=terminated, time_out=time_out, done=done, diverged=diverged,
             bad_action=bad_action, reward_terms=terms,
             final_episode_sums={k: jnp.where(done, v, zero) for k, v in sums.items()},

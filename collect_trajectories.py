@@ -1,0 +1,276 @@
+"""Roll out a trained policy and write demonstration trajectories for DynaFlow (HDF5).
+
+    python collect_trajectories.py --episodes 64 --out demos.h5                 # random commands
+    python collect_trajectories.py --grid --vx 0.3 0.6 1.0 --yaw -0.5 0 0.5 --out grid.h5
+    python collect_trajectories.py --drop-falls ...                             # keep only clean episodes
+
+Layout of the file (T steps in all, E episodes; float32 unless said):
+  steps/   qpos (T, nq), qvel (T, nv)              MuJoCo state at which the action was taken
+           base_pos (T, 3), base_quat (T, 4)        world frame, quaternion w x y z
+           base_lin_vel (T, 3), base_ang_vel (T, 3) base frame
+           joint_pos (T, 12), joint_vel (T, 12)     policy order FR, FL, RR, RL x hip, thigh, calf
+           last_action (T, 12)                      previous action: it sets this step's PD target
+           actions (T, 12)                          policy output (clipped), unscaled
+           pd_targets (T, 12)                       joint targets applied during this step (rad)
+           commands (T, 5)                          vx, vy, yaw rate, height, jump
+           obs (T, 48)                              policy observation
+           rewards (T,)                             reward of this step
+           foot_contacts (T, 4) bool, foot_pos (T, 4, 3)   feet FR, FL, RR, RL at this state
+           done, time_out, terminated (T,) bool     the episode ends after this step (and why)
+  episodes/ start (E,) int64, length (E,) int32, fell (E,) bool, command (E, 5),
+           seed (E,) int64 (run seed), key (E, 2) uint32 (the env's PRNG key at the episode's start),
+           env_index (E,) int32
+  attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, dt, sim_dt, configs (JSON),
+           joint_names, created, format_version
+Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = True.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import mjx_env  # noqa: F401
+from mjx_env.errors import UserError
+
+FORMAT_VERSION = 1
+STEP_FIELDS = ("qpos", "qvel", "base_pos", "base_quat", "base_lin_vel", "base_ang_vel", "joint_pos", "joint_vel",
+               "last_action", "actions", "pd_targets", "commands", "obs", "rewards", "foot_contacts", "foot_pos",
+               "done", "time_out", "terminated")
+EPISODE_FIELDS = ("start", "length", "fell", "command", "seed", "key", "env_index")
+
+
+# ---- loading ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Dataset:
+    steps: dict
+    episodes: dict
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.episodes["start"])
+
+    def episode(self, i: int) -> dict:
+        s, n = int(self.episodes["start"][i]), int(self.episodes["length"][i])
+        return {k: v[s:s + n] for k, v in self.steps.items()}
+
+
+def load_dataset(path) -> Dataset:
+    """Read a file written by this script into numpy arrays."""
+    import h5py
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"dataset not found: {path}")
+    with h5py.File(path, "r") as f:
+        steps = {k: f["steps"][k][()] for k in f["steps"]}
+        episodes = {k: f["episodes"][k][()] for k in f["episodes"]}
+        meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    meta["configs"] = json.loads(meta["configs"])
+    meta["joint_names"] = list(json.loads(meta["joint_names"]))
+    return Dataset(steps, episodes, meta)
+
+
+# ---- collecting ------------------------------------------------------------------------------
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class FootProbe:
+    """Foot positions and floor contacts of a state, from C MuJoCo (works for either backend)."""
+
+    def __init__(self, go2):
+        import mujoco
+        self.mujoco, self.m = mujoco, go2.mj_model
+        self.d = mujoco.MjData(self.m)
+        self.feet = np.array(go2.foot_geom_ids)
+        if (self.feet < 0).any():
+            raise UserError(f"model {go2.xml_path} has no foot geom on some leg (named FR/FL/RR/RL, "
+                            "or a sphere on the calf)")
+
+    def __call__(self, qpos: np.ndarray):
+        n = len(qpos)
+        pos, contact = np.zeros((n, 4, 3), np.float32), np.zeros((n, 4), bool)
+        for i in range(n):
+            self.d.qpos[:] = qpos[i]
+            self.mujoco.mj_fwdPosition(self.m, self.d)       # kinematics and collision
+            pos[i] = self.d.geom_xpos[self.feet]
+            for c in self.d.contact[:self.d.ncon]:
+                if c.dist <= 1e-3:
+                    for k, g in enumerate(self.feet):
+                        if c.geom1 == g or c.geom2 == g:
+                            contact[i, k] = True
+        return pos, contact
+
+
+def command_list(args, rng) -> list:
+    """One command per episode: the grid, cycled, or uniform samples in the ranges."""
+    if args.grid:
+        grid = list(itertools.product(args.vx, args.vy, args.yaw, args.height))
+        return [np.array([*grid[i % len(grid)], 0.0], np.float32) for i in range(args.episodes)]
+    for name in ("vx", "vy", "yaw", "height"):
+        if len(getattr(args, name)) not in (1, 2):
+            raise UserError(f"--{name} takes a value or a LOW HIGH range (use --grid for a list)")
+    lo = [min(getattr(args, k)) for k in ("vx", "vy", "yaw", "height")]
+    hi = [max(getattr(args, k)) for k in ("vx", "vy", "yaw", "height")]
+    return [np.array([*rng.uniform(lo, hi), 0.0], np.float32) for _ in range(args.episodes)]
+
+
+def collect(args) -> dict:
+    import h5py
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from bridge.policy import SHIPPED_POLICY, load_actor
+    from bridge.runner import atomic_write
+    from bridge.vec_env import to_torch
+    from mjx_env.config import JOINT_NAMES, CommandConfig, EnvConfig, TaskConfig
+    from mjx_env.env import Go2Env
+
+    if args.episodes < 1 or args.num_envs < 1 or args.duration <= 0:
+        raise UserError("--episodes and --num_envs must be >= 1 and --duration > 0")
+    if args.backend not in ("mujoco", "mjx"):
+        raise UserError(f"unknown --backend {args.backend!r}: choose mujoco or mjx")
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise UserError(f"output folder {out.parent} does not exist")
+    cfg = TaskConfig(env=EnvConfig(episode_length_s=args.duration),
+                     command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY
+    actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
+    n = min(args.num_envs, args.episodes)
+    env = Go2Env(n, args.backend, cfg, xml_path=args.xml_path)
+    probe = FootProbe(env.model)
+    go2, task = env.model, env.task
+    rng = np.random.default_rng(args.seed)
+    queue = command_list(args, rng)
+    next_cmd = 0
+
+    state = env.reset(jax.random.PRNGKey(args.seed))
+    cmds = np.zeros((n, 5), np.float32)
+    for i in range(n):
+        cmds[i], next_cmd = queue[next_cmd], next_cmd + 1
+    state = env.with_commands(state, jnp.asarray(cmds))
+    active = np.ones(n, bool)                    # env is running an episode that will be kept
+    start_key = np.asarray(state.key).copy()
+    buffers = [dict((k, []) for k in STEP_FIELDS) for _ in range(n)]
+    episodes = []                                # (env index, command, key, fell, steps dict)
+    default = np.asarray(task.default_angles)
+    scale = cfg.env.action_scale
+    t0 = time.time()
+    with torch.inference_mode():
+        while len(episodes) < args.episodes and active.any():
+            qpos, qvel = np.asarray(state.qpos), np.asarray(state.qvel)
+            last_action = np.asarray(state.last_action)
+            obs = np.asarray(state.obs)
+            b = jax.vmap(task.base)(state.qpos, state.qvel)
+            foot_pos, contacts = probe(qpos)
+            actions_t = actor(to_torch(state.obs))
+            new = env.step(state, jax.dlpack.from_dlpack(actions_t.contiguous()))
+            actions = np.asarray(new.last_action)   # the clipped action this step used
+            applied = last_action if cfg.env.simulate_action_latency else actions
+            row = dict(qpos=qpos, qvel=qvel, base_pos=qpos[:, go2.base_qpos_adr:go2.base_qpos_adr + 3],
+                       base_quat=qpos[:, go2.base_qpos_adr + 3:go2.base_qpos_adr + 7],
+                       base_lin_vel=np.asarray(b["lin_vel"]), base_ang_vel=np.asarray(b["ang_vel"]),
+                       joint_pos=qpos[:, go2.qpos_idx], joint_vel=qvel[:, go2.qvel_idx], last_action=last_action,
+                       actions=actions, pd_targets=default + scale * applied, commands=np.asarray(state.commands),
+                       obs=obs, rewards=np.asarray(new.reward), foot_contacts=contacts, foot_pos=foot_pos,
+                       done=np.asarray(new.done), time_out=np.asarray(new.time_out),
+                       terminated=np.asarray(new.terminated))
+            for i in np.flatnonzero(active):
+                for k in STEP_FIELDS:
+                    buffers[i][k].append(row[k][i])
+            done = np.asarray(new.done)
+            cmds = np.asarray(new.commands).copy()
+            for i in np.flatnonzero(done & active):
+                fell = bool(row["terminated"][i])
+                if not (fell and args.drop_falls):
+                    episodes.append((i, buffers[i]["commands"][0], start_key[i].copy(), fell,
+                                     {k: np.stack(v) for k, v in buffers[i].items()}))
+                buffers[i] = dict((k, []) for k in STEP_FIELDS)
+                if next_cmd < len(queue) or (args.drop_falls and len(episodes) < args.episodes):
+                    cmds[i] = queue[next_cmd % len(queue)]
+                    next_cmd += 1
+                else:
+                    active[i] = False
+            state = env.with_commands(new, jnp.asarray(cmds)) if done.any() else new
+            if done.any():
+                start_key[done] = np.asarray(state.key)[done]
+            if args.drop_falls and next_cmd > 20 * args.episodes:
+                raise UserError("the policy falls in almost every episode: nothing to keep with --drop-falls")
+    env.close()
+    episodes = episodes[:args.episodes]
+
+    lengths = np.array([len(e[4]["done"]) for e in episodes], np.int32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    configs = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("env", "obs", "reward", "command")}
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            g = f.create_group("steps")
+            for k in STEP_FIELDS:
+                data = np.concatenate([e[4][k] for e in episodes])
+                g.create_dataset(k, data=data.astype(bool if data.dtype == bool else np.float32),
+                                 compression="gzip", compression_opts=4)
+            g = f.create_group("episodes")
+            g.create_dataset("start", data=starts)
+            g.create_dataset("length", data=lengths)
+            g.create_dataset("fell", data=np.array([e[3] for e in episodes], bool))
+            g.create_dataset("command", data=np.stack([e[1] for e in episodes]).astype(np.float32))
+            g.create_dataset("seed", data=np.full(len(episodes), args.seed, np.int64))
+            g.create_dataset("key", data=np.stack([e[2] for e in episodes]).astype(np.uint32))
+            g.create_dataset("env_index", data=np.array([e[0] for e in episodes], np.int32))
+            f.attrs.update(model_path=str(go2.xml_path), model_sha256=sha256(go2.xml_path),
+                           checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint),
+                           dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
+                           configs=json.dumps(configs), joint_names=json.dumps(JOINT_NAMES),
+                           created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
+    atomic_write(out, write)
+    return {"episodes": len(episodes), "steps": int(lengths.sum()), "falls": int(sum(e[3] for e in episodes)),
+            "seconds": time.time() - t0, "out": str(out)}
+
+
+def parse_args(argv=None):
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    p = OneLineParser(prog="collect_trajectories.py", description="Demonstrations for DynaFlow.")
+    p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped)")
+    p.add_argument("--out", default="demos.h5")
+    p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--num_envs", "-B", type=int, default=64)
+    p.add_argument("--duration", type=float, default=20.0, help="episode length (s)")
+    p.add_argument("--grid", action="store_true", help="the lists below form a grid, cycled over episodes")
+    p.add_argument("--vx", type=float, nargs="+", default=[0.0, 1.0])
+    p.add_argument("--vy", type=float, nargs="+", default=[0.0])
+    p.add_argument("--yaw", type=float, nargs="+", default=[0.0])
+    p.add_argument("--height", type=float, nargs="+", default=[0.3])
+    p.add_argument("--drop-falls", action="store_true", help="keep only episodes that did not fall")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="mujoco")
+    p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        res = collect(args)
+    except UserError as exc:
+        print(f"collect_trajectories.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell "
+          f"({res['seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

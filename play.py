@@ -1,0 +1,201 @@
+"""Evaluate a policy: N envs for M episodes with fixed seeds, print tracking metrics, optional video.
+
+    python play.py                                   # the shipped policy, the acceptance protocol
+    python play.py --checkpoint logs/go2-cpu/model_299.pt --vx 0.5 --episodes 2
+    python play.py --xml-path ../shared/reference/unitree_go2/scene.xml       # sim-to-sim
+    python play.py --num_envs 1 --duration 10 --video go2.mp4                # MP4, camera follows
+
+Commands are sampled once per episode, uniformly in the given ranges (a single value fixes one),
+and held for the whole episode. Metrics are means over all steps of all episodes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import mjx_env  # noqa: F401
+from mjx_env.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def value_range(name, values):
+    if len(values) not in (1, 2):
+        raise UserError(f"--{name} takes one value or a LOW HIGH pair")
+    lo, hi = (values[0], values[0]) if len(values) == 1 else values
+    if lo > hi:
+        raise UserError(f"--{name} range must be LOW HIGH with LOW <= HIGH, got {lo} {hi}")
+    return (float(lo), float(hi))
+
+
+def parse_args(argv=None):
+    p = OneLineParser(prog="play.py", description="Evaluate a Go2 policy.")
+    p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped policy)")
+    p.add_argument("--num_envs", "-B", type=int, default=64)
+    p.add_argument("--episodes", type=int, default=1, help="episodes per env")
+    p.add_argument("--duration", type=float, default=20.0, help="episode length in seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vx", type=float, nargs="+", default=[0.3, 1.0], help="forward command (m/s): V or LO HI")
+    p.add_argument("--vy", type=float, nargs="+", default=[0.0], help="lateral command (m/s)")
+    p.add_argument("--yaw", type=float, nargs="+", default=[0.0], help="yaw-rate command (rad/s)")
+    p.add_argument("--height", type=float, nargs="+", default=[0.3], help="base height command (m)")
+    p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)
+    p.add_argument("--backend", default="mujoco", help="mujoco (default) or mjx")
+    p.add_argument("--video", default=None, metavar="OUT.mp4", help="render env --video-env to an MP4")
+    p.add_argument("--video-env", type=int, default=0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height-px", type=int, default=480)
+    p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    return p.parse_args(argv)
+
+
+def eval_config(args):
+    from mjx_env.config import CommandConfig, EnvConfig, TaskConfig
+    return TaskConfig(
+        env=EnvConfig(episode_length_s=args.duration),
+        command=CommandConfig(
+            lin_vel_x_range=value_range("vx", args.vx), lin_vel_y_range=value_range("vy", args.vy),
+            ang_vel_range=value_range("yaw", args.yaw), height_range=value_range("height", args.height),
+            resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0, jumps_enabled=False,
+            height_scales_velocity=False, reset_height_to_nominal=False),
+    )
+
+
+def choose_gl():
+    """Headless OpenGL for MuJoCo's renderer: EGL where a GPU render node exists, else OSMesa."""
+    if "MUJOCO_GL" not in os.environ:
+        has_gpu = any(Path("/dev/dri").glob("renderD*")) if Path("/dev/dri").exists() else False
+        os.environ["MUJOCO_GL"] = "egl" if has_gpu else "osmesa"
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+class VideoWriter:
+    def __init__(self, env, path, width, height, fps):
+        import mujoco
+        try:
+            import imageio.v2 as imageio
+        except ImportError:
+            raise UserError("--video needs imageio with ffmpeg: pip install 'imageio[ffmpeg]'") from None
+        m = env.model.mj_model
+        if m.vis.global_.offwidth < width or m.vis.global_.offheight < height:
+            m.vis.global_.offwidth, m.vis.global_.offheight = max(width, m.vis.global_.offwidth), \
+                max(height, m.vis.global_.offheight)
+        try:
+            self.renderer = mujoco.Renderer(m, height, width)
+        except Exception as exc:
+            raise UserError(f"cannot open a headless OpenGL context ({os.environ.get('MUJOCO_GL')}): "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                            "on a machine without a GPU: apt-get install libosmesa6 and MUJOCO_GL=osmesa") from None
+        self.m, self.d = m, mujoco.MjData(m)
+        self.cam = mujoco.MjvCamera()
+        self.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        self.cam.trackbodyid = int(m.jnt_bodyid[[j for j in range(m.njnt) if m.jnt_type[j] == 0][0]])
+        self.cam.distance, self.cam.elevation, self.cam.azimuth = 1.6, -20.0, 120.0
+        self.writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1)
+        self.mujoco = mujoco
+
+    def add(self, qpos):
+        self.d.qpos[:] = qpos
+        self.mujoco.mj_forward(self.m, self.d)
+        self.renderer.update_scene(self.d, camera=self.cam)
+        self.writer.append_data(self.renderer.render())
+
+    def close(self):
+        self.writer.close()
+        self.renderer.close()
+
+
+def evaluate(args) -> dict:
+    import jax
+    import numpy as np
+    import torch
+
+    from bridge.policy import load_actor
+    from bridge.vec_env import to_torch
+    from mjx_env.env import Go2Env
+
+    if args.num_envs < 1:
+        raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
+    if args.episodes < 1 or args.duration <= 0:
+        raise UserError("--episodes must be >= 1 and --duration > 0")
+    if args.backend not in ("mujoco", "mjx"):
+        raise UserError(f"unknown --backend {args.backend!r}: choose mujoco or mjx")
+    cfg = eval_config(args)
+    actor = load_actor(args.checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
+    env = Go2Env(args.num_envs, args.backend, cfg, xml_path=args.xml_path)
+    video = None
+    if args.video:
+        if not 0 <= args.video_env < args.num_envs:
+            raise UserError(f"--video-env must be in [0, {args.num_envs - 1}]")
+        video = VideoWriter(env, args.video, args.width, args.height_px, round(1 / cfg.env.dt))
+
+    n, m = args.num_envs, args.episodes
+    state = env.reset(jax.random.PRNGKey(args.seed))
+    episodes = np.zeros(n, int)
+    falls = steps = 0
+    sums = dict(vx=0.0, vy=0.0, yaw=0.0, height=0.0)
+    lengths = []
+    with torch.inference_mode():
+        while episodes.min() < m:
+            commands = np.asarray(state.commands)
+            actions = actor(to_torch(state.obs))
+            state = env.step(state, jax.dlpack.from_dlpack(actions.contiguous()))
+            counting = episodes < m
+            met = {k: np.asarray(v) for k, v in state.metrics.items()}
+            err = dict(vx=np.abs(met["lin_vel"][:, 0] - commands[:, 0]),
+                       vy=np.abs(met["lin_vel"][:, 1] - commands[:, 1]),
+                       yaw=np.abs(met["ang_vel"][:, 2] - commands[:, 2]),
+                       height=np.abs(met["height"] - commands[:, 3]))
+            for k in sums:
+                sums[k] += float(err[k][counting].sum())
+            steps += int(counting.sum())
+            if video is not None and episodes[args.video_env] < m:
+                video.add(np.asarray(state.qpos[args.video_env]))
+            done = np.asarray(state.done) & counting
+            falls += int((np.asarray(state.terminated) & done).sum())
+            lengths += list(np.asarray(state.final_episode_length)[done])
+            episodes += done
+    env.close()
+    if video is not None:
+        video.close()
+    total = n * m
+    return {
+        "checkpoint": str(args.checkpoint or "shipped policy"), "model": env.model.xml_path,
+        "backend": args.backend, "num_envs": n, "episodes": total, "seed": args.seed,
+        "commands": {"vx": value_range("vx", args.vx), "vy": value_range("vy", args.vy),
+                     "yaw": value_range("yaw", args.yaw), "height": value_range("height", args.height)},
+        "mean_abs_vx_error": sums["vx"] / steps, "mean_abs_vy_error": sums["vy"] / steps,
+        "mean_abs_yaw_rate_error": sums["yaw"] / steps, "mean_abs_height_error": sums["height"] / steps,
+        "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.video:
+        choose_gl()
+    try:
+        res = evaluate(args)
+    except UserError as exc:
+        print(f"play.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model {res['model']} ({res['backend']}), {res['num_envs']} envs, {res['episodes']} episodes, "
+          f"seed {res['seed']}, commands {res['commands']}")
+    for k in ("mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error", "mean_abs_height_error",
+              "fall_rate", "mean_episode_length_s"):
+        print(f"  {k:<26} {res[k]:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.video:
+        print(f"wrote {args.video}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
