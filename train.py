@@ -65,6 +65,15 @@ def check_log_dir(log_dir: Path) -> None:
                         "choose another --exp_name or fix its permissions") from None
 
 
+def resident_mib() -> float:
+    """Current resident memory of this process (Linux), for the soak run's report."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return float("nan")
+
+
 class StopRequested(Exception):
     pass
 
@@ -143,6 +152,7 @@ def run(args) -> int:
         runner.current_learning_iteration = start_it      # rsl_rl would redo the loaded iteration
         print(f"[train] resumed from {args.resume}: iterations {start_it}..{start_it + args.max_iterations - 1}")
 
+    rss_start = resident_mib()
     stop = {"stop": None}
     install_stop_handlers(stop)
     log = runner.logger.log
@@ -168,6 +178,8 @@ def run(args) -> int:
         return 130
     finally:
         vec_env.close()
+    print(f"[train] resident memory: {rss_start:.0f} MiB at the start of training, "
+          f"{resident_mib():.0f} MiB at the end", flush=True)
     return 0
 
 

@@ -94,6 +94,9 @@ def load_go2(xml_path: str | os.PathLike | None, cfg: EnvConfig) -> Go2Model:
     _rebuild_actuators(spec, cfg)
     _ensure_floor(spec)
     spec.option.timestep = cfg.sim_dt
+    # C MuJoCo would silently reset a diverging env to qpos0; the task detects divergence and
+    # resets (and counts) it itself, identically on both backends.
+    spec.option.disableflags |= mujoco.mjtDisableBit.mjDSBL_AUTORESET
     try:
         m = spec.compile()
     except Exception as exc:

@@ -41,9 +41,16 @@ class MjxPhysics:
     name = "mjx"
     traceable = True   # can be traced inside jax.jit
 
+    # On the CPU, XLA runs the vmapped solver loops of a large batch with its intra-op thread
+    # pool; on this 2-core machine (jax 0.10.2) batches of 256+ envs stalled with every thread
+    # idle. lax.map over chunks of 64 envs (vmapped inside) avoids it and costs nothing on a
+    # CPU. On a GPU the whole batch is one vmap, as it should be.
+    cpu_chunk = 64
+
     def __init__(self, model: Go2Model, substeps: int, device=None):
         mjx = _import_mjx()
         self.substeps = substeps
+        self.on_cpu = (device or jax.devices()[0]).platform == "cpu"
         self.mx = mjx.put_model(model.mj_model, device=device, impl="jax")
         self.d0 = mjx.make_data(self.mx, device=device, impl="jax")
         self._step = mjx.step
@@ -58,6 +65,8 @@ class MjxPhysics:
         return d.qpos, d.qvel
 
     def advance(self, qpos, qvel, ctrl):
+        if self.on_cpu and qpos.shape[0] > self.cpu_chunk:
+            return jax.lax.map(lambda x: self.advance_one(*x), (qpos, qvel, ctrl), batch_size=self.cpu_chunk)
         return jax.vmap(self.advance_one)(qpos, qvel, ctrl)
 
 

@@ -19,11 +19,11 @@ class State:
     obs: jax.Array             # (48,) policy observation
     critic_obs: jax.Array      # (52,) policy observation + privileged state
     reward: jax.Array          # () reward of the last step
-    terminated: jax.Array      # () bool, fell (roll/pitch limit) or diverged
+    terminated: jax.Array      # () bool, fell (roll/pitch limit), diverged, or got a non-finite action
     time_out: jax.Array        # () bool, reached the episode length
     done: jax.Array            # () bool, terminated or time_out: the env was reset in this step
     diverged: jax.Array        # () bool, physics state was non-finite or absurd (env reset)
-    bad_action: jax.Array      # () bool, the action held a NaN or inf (replaced by 0)
+    bad_action: jax.Array      # () bool, the action held a NaN or inf (replaced by 0, env reset)
     reward_terms: dict         # term -> () this step's scaled reward
     episode_sums: dict         # term -> () running sum since reset
     final_episode_sums: dict   # term -> () sum of the episode that ended at this step (0 if none)

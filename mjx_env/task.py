@@ -150,14 +150,15 @@ class Go2Task:
         b = self.base(qpos, qvel)
         penalties_on = (state.jump_steps == 0).astype(jnp.float32)
         terms = self.reward_terms(b, state.commands, action, state.last_action, penalties_on)
-        terms = {k: jnp.where(diverged, 0.0, v) for k, v in terms.items()}
+        terms = {k: jnp.where(diverged | bad_action, 0.0, v) for k, v in terms.items()}
         reward = sum(terms.values()) if terms else jnp.zeros(())
 
         episode_step = state.episode_step + 1
         roll, pitch = roll_pitch(b["quat"])
         fell = (jnp.abs(roll) > jnp.deg2rad(e.termination_roll_deg)) \
             | (jnp.abs(pitch) > jnp.deg2rad(e.termination_pitch_deg))
-        terminated = fell | diverged
+        # An env whose physics diverged, or whose policy output was not finite, starts over.
+        terminated = fell | diverged | bad_action
         time_out = (episode_step >= e.max_episode_length) & ~terminated
         done = terminated | time_out
 
