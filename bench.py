@@ -14,7 +14,6 @@ device (block_until_ready; torch.cuda.synchronize on a GPU).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import platform
@@ -23,7 +22,7 @@ import time
 from importlib import metadata
 
 import mjx_env  # noqa: F401  (JAX memory policy)
-from mjx_env.errors import UserError
+from mjx_env.errors import OneLineParser, UserError
 
 
 def _sync(devices, out=None):
@@ -214,7 +213,7 @@ def table(report) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 512, 4096])
     p.add_argument("--backends", nargs="+", default=["mujoco", "mjx"])
     p.add_argument("--train-backends", nargs="*", default=None,

@@ -26,7 +26,6 @@ Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = Tr
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import itertools
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import mjx_env  # noqa: F401
-from mjx_env.errors import UserError
+from mjx_env.errors import OneLineParser, UserError
 
 FORMAT_VERSION = 1
 STEP_FIELDS = ("qpos", "qvel", "base_pos", "base_quat", "base_lin_vel", "base_ang_vel", "joint_pos", "joint_vel",
@@ -238,10 +237,6 @@ def collect(args) -> dict:
 
 
 def parse_args(argv=None):
-    class OneLineParser(argparse.ArgumentParser):
-        def error(self, message):
-            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
     p = OneLineParser(prog="collect_trajectories.py", description="Demonstrations for DynaFlow.")
     p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped)")
     p.add_argument("--out", default="demos.h5")

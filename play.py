@@ -10,19 +10,13 @@ and held for the whole episode. Metrics are means over all steps of all episodes
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 import mjx_env  # noqa: F401
-from mjx_env.errors import UserError
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from mjx_env.errors import OneLineParser, UserError, first_line
 
 
 def value_range(name, values):
@@ -90,7 +84,7 @@ class VideoWriter:
             self.renderer = mujoco.Renderer(m, height, width)
         except Exception as exc:
             raise UserError(f"cannot open a headless OpenGL context ({os.environ.get('MUJOCO_GL')}): "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                            f"{first_line(exc)}; "
                             "on a machine without a GPU: apt-get install libosmesa6 and MUJOCO_GL=osmesa") from None
         self.m, self.d = m, mujoco.MjData(m)
         self.cam = mujoco.MjvCamera()

@@ -19,14 +19,9 @@ import sys
 from pathlib import Path
 
 import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
-from mjx_env.errors import UserError
+from mjx_env.errors import OneLineParser, UserError
 
 REPO = Path(__file__).resolve().parent
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parse_args(argv=None):

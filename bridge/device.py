@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import jax
 import torch
 
+import mjx_env  # noqa: F401  (JAX's GPU memory policy must be set before JAX picks a device)
 from mjx_env.errors import UserError
 
 

@@ -52,15 +52,9 @@ class Actor(torch.nn.Module):
 
 
 def load_actor(path: str | Path | None = None, num_obs: int = 48, num_actions: int = 12) -> Actor:
+    from bridge.runner import load_checkpoint_file
     path = Path(path) if path else SHIPPED_POLICY
-    if not path.is_file():
-        raise UserError(f"policy checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"cannot read policy {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if not isinstance(ckpt, dict) or "actor_state_dict" not in ckpt:
-        raise UserError(f"{path} is not a policy checkpoint (no actor_state_dict)")
+    ckpt = load_checkpoint_file(path, "policy checkpoint")
     actor = Actor(ckpt["actor_state_dict"], str(path)).eval()
     if (actor.num_obs, actor.num_actions) != (num_obs, num_actions):
         raise UserError(f"policy {path} maps {actor.num_obs} observations to {actor.num_actions} actions; "
@@ -70,9 +64,9 @@ def load_actor(path: str | Path | None = None, num_obs: int = 48, num_actions: i
 
 def export_actor(src: str | Path, dst: str | Path) -> None:
     """Keep only the actor weights (and where they came from) of a training checkpoint."""
-    from bridge.runner import atomic_write
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    from bridge.runner import atomic_write, load_checkpoint_file
     load_actor(src)   # validates
+    ckpt = load_checkpoint_file(src)
     small = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter"), "source": str(src)}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dst, lambda tmp: torch.save(small, tmp))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from rsl_rl.runners import OnPolicyRunner
 
-from mjx_env.errors import UserError
+from mjx_env.errors import UserError, first_line
 
 
 def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict:
@@ -74,17 +74,23 @@ class Go2Runner(OnPolicyRunner):
         atomic_write(path, lambda tmp: super(Go2Runner, self).save(tmp, infos))
 
 
-def read_checkpoint(path: str | os.PathLike, num_obs: int, num_critic_obs: int, num_actions: int) -> dict:
-    """Load a checkpoint and check it fits this environment; one-line UserError otherwise."""
+def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> dict:
+    """torch.load a training checkpoint or exported actor; one-line UserError if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"{what} not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise UserError(f"cannot read {what} {path}: {first_line(exc)}") from None
     if not isinstance(ckpt, dict) or "actor_state_dict" not in ckpt:
         raise UserError(f"{path} is not an rsl_rl checkpoint (no actor_state_dict)")
+    return ckpt
+
+
+def read_checkpoint(path: str | os.PathLike, num_obs: int, num_critic_obs: int, num_actions: int) -> dict:
+    """Load a checkpoint to resume from and check it fits this environment."""
+    ckpt = load_checkpoint_file(path)
     for part, n_in in (("actor", num_obs), ("critic", num_critic_obs)):
         sd = ckpt.get(f"{part}_state_dict") if part == "actor" else ckpt.get("critic_state_dict", {})
         weights = [k for k in sd if k.endswith(".weight") and "normalizer" not in k]

@@ -9,14 +9,12 @@ reset and step are pure functions of their inputs; finished envs are reset insid
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mjx_env.config import TaskConfig
 from mjx_env.errors import UserError
 from mjx_env.model import Go2Model, load_go2
 from mjx_env.physics import BACKENDS, MjxPhysics, MujocoPhysics
-from mjx_env.state import State
 from mjx_env.task import Go2Task
 
 

@@ -1,4 +1,5 @@
 """Errors whose message is meant for the user: command-line tools print them as one line."""
+import argparse
 
 
 class UserError(Exception):
@@ -11,3 +12,16 @@ class ModelError(UserError):
 
 class ConfigError(UserError):
     """A configuration value is out of its sane range."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can span many lines)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), like every other error of the tools."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

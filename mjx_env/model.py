@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 
 from mjx_env.config import JOINT_NAMES, LEGS, EnvConfig
-from mjx_env.errors import ModelError
+from mjx_env.errors import ModelError, first_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_XML = REPO_ROOT / "Unitree_go2" / "go2_mjx_gym.xml"
@@ -42,11 +42,6 @@ class Go2Model:
         return self.mj_model.nv
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def load_spec(xml_path: str | os.PathLike) -> mujoco.MjSpec:
     path = Path(xml_path)
     if not path.is_file():
@@ -55,7 +50,7 @@ def load_spec(xml_path: str | os.PathLike) -> mujoco.MjSpec:
     try:
         return mujoco.MjSpec.from_file(str(path))
     except Exception as exc:  # mujoco raises ValueError with the parser's message
-        raise ModelError(f"cannot parse model {path}: {_first_line(exc)}") from None
+        raise ModelError(f"cannot parse model {path}: {first_line(exc)}") from None
 
 
 def _rebuild_actuators(spec: mujoco.MjSpec, cfg: EnvConfig) -> None:
@@ -100,7 +95,7 @@ def load_go2(xml_path: str | os.PathLike | None, cfg: EnvConfig) -> Go2Model:
     try:
         m = spec.compile()
     except Exception as exc:
-        raise ModelError(f"cannot compile model {xml_path}: {_first_line(exc)}") from None
+        raise ModelError(f"cannot compile model {xml_path}: {first_line(exc)}") from None
 
     free = [j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
     if len(free) != 1:

@@ -14,7 +14,6 @@ import logging
 import os
 
 import jax
-import jax.numpy as jnp
 import mujoco
 import numpy as np
 

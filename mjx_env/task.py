@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mjx_env.config import TaskConfig
 from mjx_env.math import roll_pitch, rotate_inverse

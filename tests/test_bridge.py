@@ -2,7 +2,6 @@
 import copy
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

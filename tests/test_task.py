@@ -2,7 +2,6 @@
 
 Each test builds states by hand and checks against numbers computed here, not by the task.
 """
-import dataclasses
 import math
 
 import jax

@@ -1,12 +1,10 @@
 """train.py end to end, as a user runs it: files written, checkpoints load and act, resume, bad input."""
 import copy
-import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import pytest
 import torch
 
