@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
     p.add_argument("--log_root", default=str(REPO / "logs"), help=argparse.SUPPRESS)
     p.add_argument("--save_interval", type=int, default=100, help="checkpoint every N iterations")
+    p.add_argument("--random-resample-prob", "--random_resample_prob", dest="random_resample_prob", type=float,
+                   default=None, help="share of envs given fresh commands each step (reference: 0.05); "
+                                      "0 holds commands for the full 4 s resampling period")
     return p.parse_args(argv)
 
 
@@ -108,6 +111,8 @@ def run(args) -> int:
     from bridge.runner import Go2Runner, atomic_pickle, ppo_train_cfg, read_checkpoint
 
     cfg = TaskConfig()
+    if args.random_resample_prob is not None:
+        cfg = cfg.replace(command=dataclasses.replace(cfg.command, random_resample_prob=args.random_resample_prob))
     cfg.validate()
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
     log_dir = Path(args.log_root) / args.exp_name
@@ -138,8 +143,12 @@ def run(args) -> int:
     saved_cfg = copy.deepcopy(train_cfg)
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
                      backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume)
+    # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
+    cfgs_path = log_dir / "cfgs.pkl"
+    if args.resume and cfgs_path.exists():
+        cfgs_path = log_dir / f"cfgs_resume_{start_it}.pkl"
     atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
-                   dataclasses.asdict(cfg.command), saved_cfg], log_dir / "cfgs.pkl")
+                   dataclasses.asdict(cfg.command), saved_cfg], cfgs_path)
 
     runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch))
     if ckpt is not None:

@@ -17,6 +17,7 @@ import jax
 import mujoco
 import numpy as np
 
+from mjx_env.errors import ModelError
 from mjx_env.model import Go2Model
 
 BACKENDS = ("mjx", "mujoco")
@@ -82,7 +83,8 @@ class MujocoPhysics:
         self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
         self.nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)
         if self.nstate != 1 + m.nq + m.nv:  # time, qpos, qvel: no actuator or plugin state
-            raise ValueError("the model has actuator activations or plugin state, which this backend does not carry")
+            raise ModelError(f"model {model.xml_path} has actuator activations or plugin state, which the "
+                             "mujoco backend does not carry between steps; remove them or use --backend mjx")
         self.models = [m] * num_envs
         self.datas = [mujoco.MjData(m) for _ in range(self.nthread)]
         self.pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
