@@ -140,11 +140,35 @@ def test_replaying_recorded_actions_reproduces_the_next_states(dataset):
     env.close()
 
 
-def test_drop_falls(tmp_path):
-    ckpt = actor_file(tmp_path / "random.pt", scale=3.0, seed=1)
-    out = tmp_path / "clean.h5"
-    r = run("collect_trajectories.py", "--checkpoint", ckpt, "--out", out, "--episodes", 3, "--num_envs", 3,
-            "--duration", 0.3, "--drop-falls", "--seed", 1)
+def tipping_actor(path, gain=3.0):
+    """Stands for a zero forward command, throws every hip sideways (and falls) for a large one.
+
+    The forward command enters the observation at index 6 (x 2); ELU is the identity for x > 0."""
+    dims = [48, 512, 256, 128, 12]
+    sd = {}
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        sd[f"mlp.{2 * i}.weight"] = torch.zeros(b, a)
+        sd[f"mlp.{2 * i}.bias"] = torch.zeros(b)
+    sd["mlp.0.weight"][0, 6] = 1.0
+    sd["mlp.2.weight"][0, 0] = 1.0
+    sd["mlp.4.weight"][0, 0] = 1.0
+    sd["mlp.6.weight"][[0, 3, 6, 9], 0] = gain
+    torch.save({"actor_state_dict": sd}, path)
+    return path
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_drop_falls(tmp_path, drop):
+    ckpt = tipping_actor(tmp_path / "tipping.pt")
+    out = tmp_path / "demos.h5"
+    r = run("collect_trajectories.py", "--checkpoint", ckpt, "--out", out, "--episodes", 4, "--num_envs", 2,
+            "--duration", 1.0, "--grid", "--vx", 0.0, 2.0, *(["--drop-falls"] if drop else []))
     assert r.returncode == 0, r.stderr[-2000:]
     ds = load_dataset(out)
-    assert len(ds) == 3 and not ds.episodes["fell"].any() and not ds.steps["terminated"].any()
+    assert len(ds) == 4
+    vx = ds.episodes["command"][:, 0]
+    if drop:
+        assert not ds.episodes["fell"].any() and not ds.steps["terminated"].any()
+        assert np.all(vx == 0.0)
+    else:
+        np.testing.assert_array_equal(ds.episodes["fell"], vx == 2.0)      # kept, and flagged
