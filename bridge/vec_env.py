@@ -38,7 +38,7 @@ class Go2VecEnv(VecEnv):
         self.log_every = max(1, int(log_every))   # = num_steps_per_env: one log entry per rollout
         self._steps = 0
         terms = list(self.state.final_episode_sums)
-        self._log_keys = [f"rew_{k}" for k in terms] + ["diverged_envs", "bad_actions"]
+        self._term_keys = [f"rew_{k}" for k in terms]
         self._acc = torch.zeros(len(terms), device=self.device)
         self._count = torch.zeros((), device=self.device)
         self._events = torch.zeros(2, device=self.device)
@@ -88,7 +88,7 @@ class Go2VecEnv(VecEnv):
         # reference logs it); a rollout where none ended repeats the last value.
         mean = torch.where(self._count > 0, self._acc / self._count.clamp(min=1) / self._episode_s, self._last)
         self._last = mean
-        out = {k: mean[i].clone() for i, k in enumerate(self._log_keys[:-2])}
+        out = {k: mean[i].clone() for i, k in enumerate(self._term_keys)}
         out["diverged_envs"] = self._events[0].clone()
         out["bad_actions"] = self._events[1].clone()
         self._acc.zero_()

@@ -39,7 +39,6 @@ def cpu_threads() -> int:
 
 class MjxPhysics:
     name = "mjx"
-    traceable = True   # can be traced inside jax.jit
 
     # On the CPU, XLA runs the vmapped solver loops of a large batch with its intra-op thread
     # pool; on this 2-core machine (jax 0.10.2) batches of 256+ envs stalled with every thread
@@ -72,7 +71,6 @@ class MjxPhysics:
 
 class MujocoPhysics:
     name = "mujoco"
-    traceable = False
 
     def __init__(self, model: Go2Model, substeps: int, num_envs: int, nthread: int | None = None):
         from mujoco import rollout

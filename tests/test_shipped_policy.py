@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from bridge.policy import SHIPPED_POLICY, load_actor
 
