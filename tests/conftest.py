@@ -18,3 +18,16 @@ def ref_xml():
     if not path.is_file():
         pytest.skip(f"reference Menagerie model not found at {path} (shared/ is not beside the checkout)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests run only where both torch and JAX see a CUDA device (`pytest -m gpu`)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    from bridge.device import gpu_available
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device visible to both torch and JAX")
+    for item in gpu_items:
+        item.add_marker(skip)
