@@ -1,7 +1,7 @@
 """Steps-per-second benchmark: every layer of the stack beside the raw physics beneath it.
 
     python bench.py                         # 1, 64, 512, 4096 envs on the current device
-    python bench.py --num-envs 512 4096 --json bench.json
+    python bench.py --num-envs 512 4096 --repeats 7 --json bench.json
 
 Layers, per env count, measured in one run:
   rollout_1t / rollout_mt   raw C MuJoCo (mujoco.rollout), one thread / all threads: the CPU limit
@@ -9,17 +9,27 @@ Layers, per env count, measured in one run:
   env_mujoco / env_mjx      full environment step (physics + commands, obs, rewards, auto-reset)
   bridge_mujoco / bridge_mjx  the environment as rsl_rl sees it (torch in, TensorDict out)
   train                     one PPO iteration (24 steps x envs), split into collection and learning
-MJX compile time is measured apart (ahead-of-time lower + compile). Every timing waits for the
-device (block_until_ready; torch.cuda.synchronize on a GPU).
+Each layer is measured --repeats times, the layers interleaved (round r measures every layer once,
+starting at a different layer each round), so that a slow spell of the machine hits all layers
+alike. The report gives the median and the range of every layer and of every ratio (a ratio is
+taken within each round, then its median and range over the rounds). MJX compile time is measured
+apart (ahead-of-time lower + compile). Every timing waits for the device (block_until_ready;
+torch.cuda.synchronize on a GPU).
+
+A new layer: write a builder `def my_layers(ctx) -> list[Layer]` and add it to LAYER_BUILDERS
+(and a row to BENEATH / RATIOS if it has a layer beneath it).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import platform
+import statistics
 import sys
 import time
 from importlib import metadata
+from typing import Callable
 
 import mjx_env  # noqa: F401  (JAX memory policy)
 from mjx_env.errors import OneLineParser, UserError
@@ -33,10 +43,10 @@ def _sync(devices, out=None):
     synchronize(devices)
 
 
-def measure(fn, sync, min_time: float) -> float:
+def measure(fn, sync, min_time: float, warmup: bool = True) -> float:
     """Seconds per call: run in growing chunks, wait for the device after each chunk."""
-    out = fn()          # warm-up (compilation, caches)
-    sync(out)
+    if warmup:
+        sync(fn())      # compilation, caches
     reps, total = 0, 0.0
     chunk = 1
     while total < min_time or reps < 3:
@@ -48,6 +58,33 @@ def measure(fn, sync, min_time: float) -> float:
         reps += chunk
         chunk = min(chunk * 2, 64)
     return total / reps
+
+
+@dataclasses.dataclass
+class Layer:
+    """One timed layer: fn() advances all envs by one control step; sync(out) waits for it."""
+    name: str
+    fn: Callable
+    sync: Callable
+    warm: bool = False
+
+    def sample(self, min_time: float) -> float:
+        s = measure(self.fn, self.sync, min_time, warmup=not self.warm)
+        self.warm = True
+        return s
+
+
+def schedule(names: list, repeats: int) -> list:
+    """Interleaved order of the measurements: every round measures every layer once, and round r
+    starts at layer r (mod the number of layers), so no layer always runs first or last."""
+    k = len(names)
+    return [names[(r + i) % k] for r in range(repeats) for i in range(k)] if k else []
+
+
+def summary(xs: list) -> dict:
+    med = statistics.median(xs)
+    return {"median": med, "min": min(xs), "max": max(xs),
+            "spread": (max(xs) - min(xs)) / med if med else None, "samples": list(xs)}
 
 
 def cpu_name() -> str:
@@ -70,30 +107,137 @@ def versions() -> dict:
     return out
 
 
+# ---- the layers ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Context:
+    """What the layer builders share for one env count: the envs and a standing start state."""
+    n: int
+    args: object
+    devices: object
+    cfg: object
+    envs: dict                   # backend -> Go2Env
+    state: object                # all robots standing on their four feet (host state of `ref`)
+    qpos: object                 # numpy float64 (n, nq), (n, nv), (n, nu): the same state, raw
+    qvel: object
+    ctrl: object
+    actions: object              # numpy zeros (n, 12): zero actions hold the default pose
+    compile_s: dict
+    closers: list
+
+    def sync(self, out=None):
+        _sync(self.devices, out)
+
+
+def rollout_layers(ctx: Context) -> list:
+    """Raw C MuJoCo: the same rollout call the backend makes, from prepared buffers."""
+    from mjx_env.physics import MujocoPhysics, cpu_threads
+    ref = ctx.envs.get("mujoco") or ctx.envs["mjx"]
+    out = []
+    for label, nthread in (("rollout_1t", 1), ("rollout_mt", ctx.args.threads or cpu_threads())):
+        phys = MujocoPhysics(ref.model, ctx.cfg.env.substeps, ctx.n, nthread=nthread)
+        phys.init_state[:, 1:1 + phys.nq], phys.init_state[:, 1 + phys.nq:] = ctx.qpos, ctx.qvel
+        phys.control[:] = ctx.ctrl[:, None, :]
+        ctx.closers.append(phys.close)
+        out.append(Layer(label, phys.rollout, lambda out: None))
+    return out
+
+
+def mjx_physics_layers(ctx: Context) -> list:
+    """Raw MJX physics, compiled ahead of time (its compile time is reported apart)."""
+    if "mjx" not in ctx.envs:
+        return []
+    import jax
+    import jax.numpy as jnp
+    physics = ctx.envs["mjx"].physics
+    inputs = jax.device_put((jnp.asarray(ctx.qpos, jnp.float32), jnp.asarray(ctx.qvel, jnp.float32),
+                             jnp.asarray(ctx.ctrl, jnp.float32)), ctx.devices.jax)
+    t0 = time.perf_counter()
+    raw = jax.jit(physics.advance).lower(*inputs).compile()
+    ctx.compile_s["mjx_physics"] = time.perf_counter() - t0
+    return [Layer("mjx_physics", lambda: raw(*inputs), ctx.sync)]
+
+
+def env_and_bridge_layers(ctx: Context) -> list:
+    """Each backend's environment step, and the same through the torch bridge."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from bridge.vec_env import Go2VecEnv
+    out = []
+    for backend, env in ctx.envs.items():
+        standing = jax.device_put(ctx.state, env.device)
+        s = {"state": standing}
+        a = jax.device_put(jnp.asarray(ctx.actions), env.device)
+
+        def env_step(env=env, s=s, a=a):
+            s["state"] = env.step(s["state"], a)
+            return s["state"].obs
+        out.append(Layer(f"env_{backend}", env_step, ctx.sync))
+
+        vec = Go2VecEnv(env, seed=1)
+        vec.state = standing
+        ta = torch.as_tensor(ctx.actions).to(vec.device)
+
+        def bridge_step(vec=vec, ta=ta):
+            with torch.inference_mode():
+                return vec.step(ta)[1]
+        out.append(Layer(f"bridge_{backend}", bridge_step, lambda out: ctx.sync()))
+    return out
+
+
+LAYER_BUILDERS = (rollout_layers, mjx_physics_layers, env_and_bridge_layers)
+
+# Each layer's ratio to the layer beneath it (printed beside it), and further ratios of interest.
+BENEATH = {"rollout_mt": "rollout_1t", "env_mujoco": "rollout_mt", "bridge_mujoco": "env_mujoco",
+           "env_mjx": "mjx_physics", "bridge_mjx": "env_mjx"}
+RATIOS = [(a, b) for a, b in BENEATH.items()] + [("mjx_physics", "rollout_mt"), ("env_mjx", "env_mujoco")]
+
+
+class TrainTimer:
+    """One PPO iteration per sample, as the runner does it, split into collection and learning."""
+
+    def __init__(self, ctx: Context, backend: str):
+        from bridge.runner import Go2Runner, ppo_train_cfg
+        from bridge.vec_env import Go2VecEnv
+        self.ctx, self.spans = ctx, []
+        vec = Go2VecEnv(ctx.envs[backend], seed=1)
+        self.runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg()), log_dir=None, device=str(ctx.devices.torch))
+        update = self.runner.alg.update
+
+        def timed_update():
+            ctx.sync()
+            t0 = time.perf_counter()
+            out = update()
+            ctx.sync()
+            self.spans.append(time.perf_counter() - t0)
+            return out
+        self.runner.alg.update = timed_update
+        self.runner.learn(1)                          # warm-up iteration
+
+    def sample(self, iterations: int) -> dict:
+        self.spans.clear()
+        t0 = time.perf_counter()
+        self.runner.learn(iterations)
+        self.ctx.sync()
+        total = (time.perf_counter() - t0) / iterations
+        learn = sum(self.spans) / len(self.spans)
+        return {"iteration_s": total, "learning_s": learn}
+
+
 def bench_count(n: int, args, devices) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import torch
 
-    from bridge.runner import Go2Runner, ppo_train_cfg
-    from bridge.vec_env import Go2VecEnv
     from mjx_env.config import TaskConfig
     from mjx_env.env import Go2Env
-    from mjx_env.physics import MujocoPhysics, cpu_threads
 
     cfg = TaskConfig()
     substeps = cfg.env.substeps
-    sync = lambda out=None: _sync(devices, out)
-    layers, compile_s, train = {}, {}, {}
+    compile_s = {}
     # Every layer does the same work: all robots standing on their four feet (zero actions hold
     # the default pose; no env falls or resets), from the same state.
     actions_np = np.zeros((n, 12), np.float32)
-
-    def record(name, seconds):
-        layers[name] = {"s_per_step": seconds, "env_steps_per_s": n / seconds,
-                        "physics_steps_per_s": n * substeps / seconds}
-
     envs = {}
     for backend in args.backends:
         env = Go2Env(n, backend, cfg, nthread=args.threads,
@@ -111,104 +255,77 @@ def bench_count(n: int, args, devices) -> dict:
         state = ref.step(state, jnp.zeros((n, 12)))
     qpos, qvel = np.asarray(state.qpos, np.float64), np.asarray(state.qvel, np.float64)
     ctrl = np.asarray(ref.task.ctrl(jax.tree_util.tree_map(lambda x: x[0], state), jnp.zeros(12)))
-    ctrl = np.tile(ctrl, (n, 1))
+    ctx = Context(n, args, devices, cfg, envs, state, qpos, qvel, np.tile(ctrl, (n, 1)), actions_np,
+                  compile_s, [])
+    layers = {layer.name: layer for build in LAYER_BUILDERS for layer in build(ctx)}
+    trainers = {b: TrainTimer(ctx, b) for b in args.train_backends}
 
-    # Raw C MuJoCo: the same rollout call the backend makes, from prepared buffers.
-    threads = args.threads or cpu_threads()
-    for label, nthread in (("rollout_1t", 1), ("rollout_mt", threads)):
-        phys = MujocoPhysics(ref.model, substeps, n, nthread=nthread)
-        phys.init_state[:, 1:1 + phys.nq], phys.init_state[:, 1 + phys.nq:] = qpos, qvel
-        phys.control[:] = ctrl[:, None, :]
-        record(label, measure(phys.rollout, lambda out: None, args.seconds))
-        phys.close()
-
-    if "mjx" in args.backends:
-        physics = envs["mjx"].physics
-        inputs = jax.device_put((jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32),
-                                 jnp.asarray(ctrl, jnp.float32)), devices.jax)
-        t0 = time.perf_counter()
-        raw = jax.jit(physics.advance).lower(*inputs).compile()
-        compile_s["mjx_physics"] = time.perf_counter() - t0
-        record("mjx_physics", measure(lambda: raw(*inputs), sync, args.seconds))
-
-    for backend, env in envs.items():
-        standing = jax.device_put(state, env.device)
-        s = {"state": standing}
-        a = jax.device_put(jnp.asarray(actions_np), env.device)
-
-        def env_step():
-            s["state"] = env.step(s["state"], a)
-            return s["state"].obs
-        record(f"env_{backend}", measure(env_step, sync, args.seconds))
-
-        vec = Go2VecEnv(env, seed=1)
-        vec.state = standing
-        ta = torch.as_tensor(actions_np).to(vec.device)
-
-        def bridge_step():
-            with torch.inference_mode():
-                return vec.step(ta)[1]
-        record(f"bridge_{backend}", measure(bridge_step, lambda out: sync(), args.seconds))
-
-        if backend in args.train_backends:
-            runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg()), log_dir=None, device=str(devices.torch))
-            update, spans = runner.alg.update, []
-
-            def timed_update():
-                sync()
-                t0 = time.perf_counter()
-                out = update()
-                sync()
-                spans.append(time.perf_counter() - t0)
-                return out
-            runner.alg.update = timed_update
-            runner.learn(1)                        # warm-up iteration
-            spans.clear()
-            t0 = time.perf_counter()
-            runner.learn(args.train_iterations)
-            sync()
-            total = (time.perf_counter() - t0) / args.train_iterations
-            learn = sum(spans) / len(spans)
-            steps = runner.cfg["num_steps_per_env"] * n
-            train[backend] = {"iteration_s": total, "collection_s": total - learn, "learning_s": learn,
-                              "learning_share": learn / total, "env_steps_per_s": steps / total}
+    samples = {name: [] for name in layers}
+    train_samples = {b: [] for b in trainers}
+    order = schedule(list(layers), args.repeats)
+    for i, name in enumerate(order):
+        samples[name].append(layers[name].sample(args.seconds))
+        if (i + 1) % len(layers) == 0:                 # end of a round: one PPO sample per backend
+            for b, t in trainers.items():
+                train_samples[b].append(t.sample(args.train_iterations))
+    for close in ctx.closers:
+        close()
+    for env in envs.values():
         env.close()
-
-    L = lambda k: layers[k]["env_steps_per_s"] if k in layers else None
-    ratio = lambda a, b: (L(a) / L(b)) if L(a) and L(b) else None
-    ratios = {
-        "rollout_mt / rollout_1t": ratio("rollout_mt", "rollout_1t"),
-        "env_mujoco / rollout_mt": ratio("env_mujoco", "rollout_mt"),
-        "bridge_mujoco / env_mujoco": ratio("bridge_mujoco", "env_mujoco"),
-        "env_mjx / mjx_physics": ratio("env_mjx", "mjx_physics"),
-        "bridge_mjx / env_mjx": ratio("bridge_mjx", "env_mjx"),
-        "mjx_physics / rollout_mt": ratio("mjx_physics", "rollout_mt"),
-        "env_mjx / env_mujoco": ratio("env_mjx", "env_mujoco"),
-    }
-    return {"num_envs": n, "layers": layers, "ratios": {k: v for k, v in ratios.items() if v is not None},
-            "compile_s": compile_s, "train": train}
+    return summarize(n, substeps, samples, train_samples, compile_s, order)
 
 
-BENEATH = {"rollout_mt": "rollout_1t", "env_mujoco": "rollout_mt", "bridge_mujoco": "env_mujoco",
-           "env_mjx": "mjx_physics", "bridge_mjx": "env_mjx"}
+def summarize(n, substeps, samples, train_samples, compile_s, order) -> dict:
+    """Medians and ranges over the rounds; ratios are taken within each round."""
+    layers, rates = {}, {}
+    for name, secs in samples.items():
+        rates[name] = [n / s for s in secs]
+        med = statistics.median(secs)
+        r = summary(rates[name])
+        layers[name] = {"s_per_step": med, "env_steps_per_s": n / med, "physics_steps_per_s": n * substeps / med,
+                        "env_steps_per_s_min": r["min"], "env_steps_per_s_max": r["max"],
+                        "spread": r["spread"], "env_steps_per_s_samples": r["samples"]}
+    ratios, ratio_spread = {}, {}
+    for a, b in RATIOS:
+        if a in rates and b in rates:
+            r = summary([x / y for x, y in zip(rates[a], rates[b])])
+            ratios[f"{a} / {b}"] = r["median"]
+            ratio_spread[f"{a} / {b}"] = {k: r[k] for k in ("min", "max", "spread", "samples")}
+    train = {}
+    for b, xs in train_samples.items():
+        it = statistics.median([x["iteration_s"] for x in xs])
+        learn = statistics.median([x["learning_s"] for x in xs])
+        shares = [x["learning_s"] / x["iteration_s"] for x in xs]
+        train[b] = {"iteration_s": it, "collection_s": it - learn, "learning_s": learn,
+                    "learning_share": learn / it, "env_steps_per_s": 24 * n / it,
+                    "iteration_s_min": min(x["iteration_s"] for x in xs),
+                    "iteration_s_max": max(x["iteration_s"] for x in xs),
+                    "learning_share_min": min(shares), "learning_share_max": max(shares), "samples": xs}
+    return {"num_envs": n, "layers": layers, "ratios": ratios, "ratio_spread": ratio_spread,
+            "compile_s": compile_s, "train": train, "order": order}
 
 
 def table(report) -> str:
-    rows = [f"{'envs':>6} {'layer':<15} {'env-steps/s':>12} {'phys-steps/s':>13}  ratio to the layer beneath"]
+    rows = [f"{'envs':>6} {'layer':<15} {'env-steps/s median [min-max]':>32} {'phys-steps/s':>13}  "
+            "ratio to the layer beneath, median [min-max] over the rounds"]
     for r in report["results"]:
         for name, v in r["layers"].items():
             below = BENEATH.get(name)
             rel = ""
             if below in r["layers"]:
-                rel = f"{v['env_steps_per_s'] / r['layers'][below]['env_steps_per_s']:.3f} of {below}"
-            rows.append(f"{r['num_envs']:>6} {name:<15} {v['env_steps_per_s']:>12,.0f} "
-                        f"{v['physics_steps_per_s']:>13,.0f}  {rel}")
+                key = f"{name} / {below}"
+                s = r["ratio_spread"][key]
+                rel = f"{r['ratios'][key]:.3f} [{s['min']:.3f}-{s['max']:.3f}] of {below}"
+            rate = f"{v['env_steps_per_s']:,.0f} [{v['env_steps_per_s_min']:,.0f}-{v['env_steps_per_s_max']:,.0f}]"
+            rows.append(f"{r['num_envs']:>6} {name:<15} {rate:>32} {v['physics_steps_per_s']:>13,.0f}  {rel}")
         for name, c in r["compile_s"].items():
-            rows.append(f"{r['num_envs']:>6} {'compile ' + name:<29} {c:>13.2f} s")
+            rows.append(f"{r['num_envs']:>6} {'compile ' + name:<48} {c:>13.2f} s")
         for backend, t in r["train"].items():
-            rows.append(f"{r['num_envs']:>6} {'train ' + backend:<15} {t['env_steps_per_s']:>12,.0f} "
-                        f"{'':>13}  iteration {t['iteration_s']:.2f} s = collection {t['collection_s']:.2f} s"
-                        f" + learning {t['learning_s']:.2f} s ({100 * t['learning_share']:.0f}%)")
+            rate = f"{t['env_steps_per_s']:,.0f}"
+            rows.append(f"{r['num_envs']:>6} {'train ' + backend:<15} {rate:>32} {'':>13}  "
+                        f"iteration {t['iteration_s']:.2f} s [{t['iteration_s_min']:.2f}-{t['iteration_s_max']:.2f}]"
+                        f" = collection {t['collection_s']:.2f} s + learning {t['learning_s']:.2f} s "
+                        f"({100 * t['learning_share']:.0f}%)")
     return "\n".join(rows)
 
 
@@ -218,8 +335,9 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=["mujoco", "mjx"])
     p.add_argument("--train-backends", nargs="*", default=None,
                    help="backends to time a PPO iteration with (default: the one train.py picks)")
-    p.add_argument("--train-iterations", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per measurement")
+    p.add_argument("--train-iterations", type=int, default=1, help="PPO iterations per round")
+    p.add_argument("--repeats", type=int, default=5, help="rounds: measurements of every layer, interleaved")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
     p.add_argument("--threads", type=int, default=None, help="C MuJoCo threads (default: all cores)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default="bench.json", help="where to write the JSON report")
@@ -228,6 +346,9 @@ def main(argv=None) -> int:
         for n in args.num_envs:
             if n < 1:
                 raise UserError(f"--num-envs must be >= 1, got {n}")
+        if args.repeats < 1 or args.train_iterations < 1:
+            raise UserError(f"--repeats and --train-iterations must be >= 1, got {args.repeats} "
+                            f"and {args.train_iterations}")
         for b in args.backends + (args.train_backends or []):
             if b not in ("mjx", "mujoco"):
                 raise UserError(f"unknown backend {b!r}: choose mjx or mujoco")
@@ -240,7 +361,8 @@ def main(argv=None) -> int:
             args.train_backends = [auto] if auto in args.backends else []
         report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
                   "device": devices.name, "threads": args.threads or cpu_threads(), "versions": versions(),
-                  "substeps": TaskConfig().env.substeps, "results": []}
+                  "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
+                  "results": []}
         for n in args.num_envs:
             report["results"].append(bench_count(n, args, devices))
             print(table({"results": report["results"][-1:]}), flush=True)
@@ -249,7 +371,8 @@ def main(argv=None) -> int:
         return 2
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
-    print(f"\n{report['machine']['cpu']}, {report['threads']} threads, device {report['device']}")
+    print(f"\n{report['machine']['cpu']}, {report['threads']} threads, device {report['device']}, "
+          f"{args.repeats} interleaved rounds")
     print(table(report))
     print(f"wrote {args.json}")
     return 0

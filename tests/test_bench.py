@@ -1,7 +1,8 @@
 """The benchmark runs end to end at tiny sizes and writes a complete, consistent JSON report.
 
-No time is asserted: only the report's structure and its arithmetic."""
+No time is asserted: only the report's structure, its arithmetic and the measuring order."""
 import json
+import statistics
 import subprocess
 import sys
 
@@ -9,12 +10,14 @@ import pytest
 
 from conftest import REPO
 
+REPEATS = 3
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--num-envs", "2", "8", "--seconds", "0.05",
-                        "--train-iterations", "1", "--json", str(out)],
+    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--num-envs", "2", "8", "--seconds", "0.02",
+                        "--repeats", str(REPEATS), "--json", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "rollout_mt" in r.stdout and "ratio to the layer beneath" in r.stdout
@@ -23,6 +26,7 @@ def report(tmp_path_factory):
 
 def test_report_header(report):
     assert report["device"] == "cpu" and report["threads"] >= 1 and report["substeps"] == 4
+    assert report["repeats"] == REPEATS
     for pkg in ("mujoco", "mujoco-mjx", "jax", "torch", "rsl-rl-lib"):
         assert report["versions"][pkg]
     assert [r["num_envs"] for r in report["results"]] == [2, 8]
@@ -34,27 +38,61 @@ def test_every_layer_measured_with_consistent_units(report):
         n = r["num_envs"]
         assert set(r["layers"]) == layers
         for v in r["layers"].values():
-            assert v["s_per_step"] > 0
+            xs = v["env_steps_per_s_samples"]
+            assert len(xs) == REPEATS and v["s_per_step"] > 0
             assert v["env_steps_per_s"] == pytest.approx(n / v["s_per_step"])
+            assert v["env_steps_per_s"] == pytest.approx(statistics.median(xs))
+            assert v["env_steps_per_s_min"] == min(xs) and v["env_steps_per_s_max"] == max(xs)
+            assert v["spread"] == pytest.approx((max(xs) - min(xs)) / statistics.median(xs))
             assert v["physics_steps_per_s"] == pytest.approx(4 * v["env_steps_per_s"])
-        L = {k: v["env_steps_per_s"] for k, v in r["layers"].items()}
-        assert r["ratios"]["env_mujoco / rollout_mt"] == pytest.approx(L["env_mujoco"] / L["rollout_mt"])
-        assert r["ratios"]["bridge_mjx / env_mjx"] == pytest.approx(L["bridge_mjx"] / L["env_mjx"])
-        assert r["ratios"]["rollout_mt / rollout_1t"] == pytest.approx(L["rollout_mt"] / L["rollout_1t"])
         assert r["compile_s"]["env_mjx"] > 0 and r["compile_s"]["mjx_physics"] > 0
+
+
+def test_ratios_are_taken_within_each_round(report):
+    for r in report["results"]:
+        S = {k: v["env_steps_per_s_samples"] for k, v in r["layers"].items()}
+        for key, (a, b) in {"env_mujoco / rollout_mt": ("env_mujoco", "rollout_mt"),
+                            "bridge_mjx / env_mjx": ("bridge_mjx", "env_mjx"),
+                            "rollout_mt / rollout_1t": ("rollout_mt", "rollout_1t")}.items():
+            per_round = [x / y for x, y in zip(S[a], S[b])]
+            spread = r["ratio_spread"][key]
+            assert spread["samples"] == pytest.approx(per_round)
+            assert r["ratios"][key] == pytest.approx(statistics.median(per_round))
+            assert spread["min"] == pytest.approx(min(per_round)) and spread["max"] == pytest.approx(max(per_round))
+
+
+def test_layers_are_interleaved(report):
+    for r in report["results"]:
+        order, names = r["order"], list(r["layers"])
+        k = len(names)
+        assert len(order) == REPEATS * k
+        rounds = [order[i * k:(i + 1) * k] for i in range(REPEATS)]
+        assert all(sorted(x) == sorted(names) for x in rounds)       # every round measures every layer
+        assert len({x[0] for x in rounds}) == REPEATS                 # a different layer opens each round
+
+
+def test_schedule():
+    from bench import schedule
+    assert schedule(["a", "b", "c"], 2) == ["a", "b", "c", "b", "c", "a"]
+    assert schedule([], 3) == []
 
 
 def test_training_iteration_split(report):
     for r in report["results"]:
         t = r["train"]["mujoco"]          # on CPU, train.py's backend
-        assert set(r["train"]) == {"mujoco"}
+        assert set(r["train"]) == {"mujoco"} and len(t["samples"]) == REPEATS
         assert t["collection_s"] > 0 and t["learning_s"] > 0
+        assert t["iteration_s"] == pytest.approx(statistics.median(s["iteration_s"] for s in t["samples"]))
         assert t["collection_s"] + t["learning_s"] == pytest.approx(t["iteration_s"])
         assert t["learning_share"] == pytest.approx(t["learning_s"] / t["iteration_s"])
         assert t["env_steps_per_s"] == pytest.approx(24 * r["num_envs"] / t["iteration_s"])
 
 
-def test_bad_flag_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--num-envs", "0", "--json", str(tmp_path / "x")],
+@pytest.mark.parametrize("flags, message", [
+    (["--num-envs", "0"], "bench.py: error: --num-envs must be >= 1, got 0"),
+    (["--repeats", "0"], "bench.py: error: --repeats and --train-iterations must be >= 1, got 0 and 1"),
+])
+def test_bad_flag_one_line(tmp_path, flags, message):
+    r = subprocess.run([sys.executable, str(REPO / "bench.py"), *flags, "--json", str(tmp_path / "x")],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip() == "bench.py: error: --num-envs must be >= 1, got 0"
+    assert r.returncode == 2 and r.stderr.strip() == message
