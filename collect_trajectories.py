@@ -1,6 +1,8 @@
-"""Roll out a trained policy and write demonstration trajectories for DynaFlow (HDF5).
+"""Roll out a trained policy and write demonstration trajectories for DynaFlow (HDF5 or NPZ).
 
     python collect_trajectories.py --episodes 64 --out demos.h5                 # random commands
+    python collect_trajectories.py --episodes 64 --out demos.npz                # DynaFlow's NPZ layout
+    python collect_trajectories.py convert demos.h5 --out demos.npz             # HDF5 -> NPZ
     python collect_trajectories.py --grid --vx 0.3 0.6 1.0 --yaw -0.5 0 0.5 --out grid.h5
     python collect_trajectories.py --drop-falls ...                             # keep only clean episodes
 
@@ -21,8 +23,9 @@ Layout of the file (T steps in all, E episodes; float32 unless said):
            seed (E,) int64 (run seed), key (E, 2) uint32 (the env's PRNG key at the episode's start),
            env_index (E,) int32
   attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, dt, sim_dt, configs (JSON),
-           joint_names, created, format_version
+           joint_names, state_names (JSON: qpos then qvel entries), created, format_version
 Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = True.
+An --out ending in .npz writes the DynaFlow layout instead (see dynaflow_data.py), from the same arrays.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+import dynaflow_data
 import mjx_env  # noqa: F401
 from mjx_env.errors import OneLineParser, UserError
 
@@ -73,7 +77,23 @@ def load_dataset(path) -> Dataset:
         meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     meta["configs"] = json.loads(meta["configs"])
     meta["joint_names"] = list(json.loads(meta["joint_names"]))
+    if "state_names" in meta:
+        meta["state_names"] = list(json.loads(meta["state_names"]))
     return Dataset(steps, episodes, meta)
+
+
+def write_hdf5(path, steps: dict, episodes: dict, meta: dict) -> None:
+    """The HDF5 layout above; meta holds configs as a dict and name lists as lists."""
+    import h5py
+    with h5py.File(path, "w") as f:
+        g = f.create_group("steps")
+        for k, data in steps.items():
+            g.create_dataset(k, data=data, compression="gzip", compression_opts=4)
+        g = f.create_group("episodes")
+        for k, data in episodes.items():
+            g.create_dataset(k, data=data)
+        f.attrs.update({k: json.dumps(v) if k in ("configs", "joint_names", "state_names") else v
+                        for k, v in meta.items()})
 
 
 # ---- collecting ------------------------------------------------------------------------------
@@ -122,7 +142,6 @@ def command_list(args, rng) -> list:
 
 
 def collect(args) -> dict:
-    import h5py
     import jax
     import jax.numpy as jnp
     import torch
@@ -211,27 +230,23 @@ def collect(args) -> dict:
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     configs = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("env", "obs", "reward", "command")}
 
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            g = f.create_group("steps")
-            for k in STEP_FIELDS:
-                data = np.concatenate([e[4][k] for e in episodes])
-                g.create_dataset(k, data=data.astype(bool if data.dtype == bool else np.float32),
-                                 compression="gzip", compression_opts=4)
-            g = f.create_group("episodes")
-            g.create_dataset("start", data=starts)
-            g.create_dataset("length", data=lengths)
-            g.create_dataset("fell", data=np.array([e[3] for e in episodes], bool))
-            g.create_dataset("command", data=np.stack([e[1] for e in episodes]).astype(np.float32))
-            g.create_dataset("seed", data=np.full(len(episodes), args.seed, np.int64))
-            g.create_dataset("key", data=np.stack([e[2] for e in episodes]).astype(np.uint32))
-            g.create_dataset("env_index", data=np.array([e[0] for e in episodes], np.int32))
-            f.attrs.update(model_path=str(go2.xml_path), model_sha256=sha256(go2.xml_path),
-                           checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint),
-                           dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
-                           configs=json.dumps(configs), joint_names=json.dumps(JOINT_NAMES),
-                           created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
-    atomic_write(out, write)
+    steps = {}
+    for k in STEP_FIELDS:
+        data = np.concatenate([e[4][k] for e in episodes])
+        steps[k] = data.astype(bool if data.dtype == bool else np.float32)
+    episode_arrays = dict(
+        start=starts, length=lengths, fell=np.array([e[3] for e in episodes], bool),
+        command=np.stack([e[1] for e in episodes]).astype(np.float32),
+        seed=np.full(len(episodes), args.seed, np.int64),
+        key=np.stack([e[2] for e in episodes]).astype(np.uint32),
+        env_index=np.array([e[0] for e in episodes], np.int32))
+    meta = dict(model_path=str(go2.xml_path), model_sha256=sha256(go2.xml_path),
+                checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint),
+                dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
+                configs=configs, joint_names=list(JOINT_NAMES), state_names=dynaflow_data.state_names(go2.mj_model),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
+    writer = dynaflow_data.write_npz if out.suffix == ".npz" else write_hdf5
+    atomic_write(out, lambda tmp: writer(tmp, steps, episode_arrays, meta))
     return {"episodes": len(episodes), "steps": int(lengths.sum()), "falls": int(sum(e[3] for e in episodes)),
             "seconds": time.time() - t0, "out": str(out)}
 
@@ -239,7 +254,7 @@ def collect(args) -> dict:
 def parse_args(argv=None):
     p = OneLineParser(prog="collect_trajectories.py", description="Demonstrations for DynaFlow.")
     p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped)")
-    p.add_argument("--out", default="demos.h5")
+    p.add_argument("--out", default="demos.h5", help="*.npz: DynaFlow's NPZ layout; anything else: HDF5")
     p.add_argument("--episodes", type=int, default=64)
     p.add_argument("--num_envs", "-B", type=int, default=64)
     p.add_argument("--duration", type=float, default=20.0, help="episode length (s)")
@@ -256,6 +271,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:
+        return dynaflow_data.main(argv[1:])
     args = parse_args(argv)
     try:
         res = collect(args)
