@@ -155,7 +155,6 @@ def env_config(npz):
 # ---- conversion from HDF5 ----------------------------------------------------------------------
 def convert(h5_path, out) -> dict:
     """Rewrite an HDF5 dataset of collect_trajectories.py as NPZ, with the collector's own writer."""
-    from bridge.runner import atomic_write
     from collect_trajectories import load_dataset
     from mjx_env.errors import UserError
 
@@ -171,6 +170,7 @@ def convert(h5_path, out) -> dict:
     ds = load_dataset(h5_path)
     if "state_names" not in ds.meta:          # files written before the names were stored
         ds.meta["state_names"] = _state_names_of(ds.meta)
+    from bridge.runner import atomic_write
     atomic_write(out, lambda tmp: write_npz(tmp, ds.steps, ds.episodes, ds.meta))
     return {"episodes": len(ds), "steps": int(ds.episodes["length"].sum()), "out": str(out)}
 
