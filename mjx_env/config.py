@@ -69,6 +69,18 @@ class ObsConfig:
     # commands [lin_vel_x, lin_vel_y, ang_vel, height, jump]
     commands_scale: tuple = (2.0, 2.0, 0.25, 2.0, 2.0)
 
+    def policy_layout(self, num_actions: int = 12) -> tuple:
+        """The policy observation, term by term: (name, size, per-element scale), in the order
+        Go2Task.observe concatenates them. Exported with a deployed policy."""
+        n = num_actions
+        return (("base_ang_vel", 3, (self.ang_vel_scale,) * 3),
+                ("projected_gravity", 3, (1.0,) * 3),
+                ("commands", len(self.commands_scale), tuple(self.commands_scale)),
+                ("joint_pos", n, (self.dof_pos_scale,) * n),
+                ("joint_vel", n, (self.dof_vel_scale,) * n),
+                ("last_action", n, (1.0,) * n),
+                ("jump_phase", 1, (1.0,)))
+
 
 @dataclass(frozen=True)
 class RewardConfig:
