@@ -48,11 +48,14 @@ class MjxPhysics:
 
     def __init__(self, model: Go2Model, substeps: int, device=None):
         mjx = _import_mjx()
+        from mjx_env import mjx_patch
         self.substeps = substeps
         self.on_cpu = (device or jax.devices()[0]).platform == "cpu"
         self.mx = mjx.put_model(model.mj_model, device=device, impl="jax")
         self.d0 = mjx.make_data(self.mx, device=device, impl="jax")
-        self._step = mjx.step
+        # MJX's step with its solver loop as a scan (mjx_patch): the same physics, and
+        # reverse-differentiable, so the env and the differentiable rollout Φ share it.
+        self._step = mjx_patch.step
 
     def advance_one(self, qpos, qvel, ctrl):
         d = self.d0.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)

@@ -130,8 +130,12 @@ class Go2Task:
 
     def ctrl(self, state: State, action) -> jax.Array:
         """PD targets for this control period, in actuator (= action) order."""
+        return self.pd_targets(state.last_action, action)
+
+    def pd_targets(self, last_action, action) -> jax.Array:
+        """The control law (also Φ's): with latency, step t's targets come from action t-1."""
         e = self.cfg.env
-        applied = state.last_action if e.simulate_action_latency else action
+        applied = last_action if e.simulate_action_latency else action
         return self.default_angles + e.action_scale * applied
 
     def after_physics(self, state: State, action, bad_action, qpos, qvel) -> State:
