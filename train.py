@@ -5,7 +5,7 @@
     python train.py --resume logs/go2-ppo-dynaflow/model_300.pt --max_iterations 200
 
 Writes logs/{exp_name}/: model_{it}.pt every 100 iterations and at the end, cfgs.pkl, and
-TensorBoard events. Ctrl-C (or SIGTERM) finishes the current iteration, saves it and exits.
+TensorBoard events (--logger wandb: a W&B run as well, in logs/{exp_name}/wandb/). Ctrl-C (or SIGTERM) finishes the current iteration, saves it and exits.
 """
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--random-resample-prob", "--random_resample_prob", dest="random_resample_prob", type=float,
                    default=None, help="share of envs given fresh commands each step (reference: 0.05); "
                                       "0 holds commands for the full 4 s resampling period")
+    p.add_argument("--logger", default="tensorboard", help="tensorboard (default) or wandb (TensorBoard "
+                   "events too; WANDB_MODE=offline works without an account)")
+    p.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default="go2-mjx-ppo")
     return p.parse_args(argv)
 
 
@@ -99,6 +102,14 @@ def run(args) -> int:
         raise UserError(f"unknown --backend {args.backend!r}: choose auto, mjx or mujoco")
     if not re.fullmatch(r"[\w.\-]+", args.exp_name):
         raise UserError(f"--exp_name {args.exp_name!r} must be a plain name (letters, digits, . _ -)")
+    if args.logger not in ("tensorboard", "wandb"):
+        raise UserError(f"unknown --logger {args.logger!r}: choose tensorboard or wandb")
+    if args.logger == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UserError("--logger wandb needs the wandb package: pip install -e '.[wandb]' "
+                            "(or use --logger tensorboard)") from None
 
     from bridge import device as devmod
     devices = devmod.resolve(args.device)
@@ -129,6 +140,10 @@ def run(args) -> int:
         raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
                         f"choose another --exp_name or {hint}")
     check_log_dir(log_dir)
+    if args.logger == "wandb":
+        # rsl_rl's own W&B writer (TensorBoard events as well); its run files go beside the checkpoints.
+        train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
+        os.environ.setdefault("WANDB_DIR", str(log_dir))
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)

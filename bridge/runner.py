@@ -71,7 +71,12 @@ def atomic_pickle(obj, path) -> None:
 
 class Go2Runner(OnPolicyRunner):
     def save(self, path: str, infos=None) -> None:
-        atomic_write(path, lambda tmp: super(Go2Runner, self).save(tmp, infos))
+        # OnPolicyRunner.save would hand the temporary file to W&B (which links, then loses it):
+        # write atomically, then upload the final path.
+        saved = self.alg.save()
+        saved.update(iter=self.current_learning_iteration, infos=infos)
+        atomic_write(path, lambda tmp: torch.save(saved, tmp))
+        self.logger.save_model(path, self.current_learning_iteration)
 
 
 def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> dict:

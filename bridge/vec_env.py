@@ -31,7 +31,7 @@ class Go2VecEnv(VecEnv):
         self.num_envs = env.num_envs
         self.num_actions = env.num_actions
         self.max_episode_length = env.max_episode_length
-        self.cfg = {}
+        self.cfg = env.cfg           # rsl_rl hands it to the logger; W&B stores it (dataclasses.asdict)
         self.state = env.reset(jax.random.PRNGKey(seed))
         # The device of the env's arrays is the device of the tensors rsl_rl gets.
         self.device = to_torch(self.state.reward).device
