@@ -2,6 +2,7 @@
 
     python bench.py                         # 1, 64, 512, 4096 envs on the current device
     python bench.py --num-envs 512 4096 --repeats 7 --json bench.json
+    python bench.py --plot bench.png --from bench.json       # draw a report (matplotlib)
 
 Layers, per env count, measured in one run:
   rollout_1t / rollout_mt   raw C MuJoCo (mujoco.rollout), one thread / all threads: the CPU limit
@@ -341,8 +342,24 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="C MuJoCo threads (default: all cores)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default="bench.json", help="where to write the JSON report")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="env-steps/s of every layer against envs")
+    p.add_argument("--from", dest="from_json", default=None, metavar="BENCH.json",
+                   help="with --plot: draw an existing report instead of measuring")
     args = p.parse_args(argv)
     try:
+        if args.plot:
+            from plots import bench_figure, check_target
+            check_target(args.plot)
+        if args.from_json:
+            if not args.plot:
+                raise UserError("--from needs --plot OUT.png")
+            try:
+                report = json.loads(open(args.from_json).read())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read benchmark report {args.from_json}: {exc}") from None
+            bench_figure(report, args.plot)
+            print(f"wrote {args.plot}")
+            return 0
         for n in args.num_envs:
             if n < 1:
                 raise UserError(f"--num-envs must be >= 1, got {n}")
@@ -375,6 +392,13 @@ def main(argv=None) -> int:
           f"{args.repeats} interleaved rounds")
     print(table(report))
     print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            bench_figure(report, args.plot)
+        except UserError as exc:
+            print(f"bench.py: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.plot}")
     return 0
 
 

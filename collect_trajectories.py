@@ -183,6 +183,9 @@ def collect(args) -> dict:
     default = np.asarray(task.default_angles)
     scale = cfg.env.action_scale
     t0 = time.time()
+    from tqdm import tqdm
+    bar = tqdm(total=-(-args.episodes // n) * cfg.env.max_episode_length, unit="step", desc="collect",
+               leave=False, disable=True if args.no_progress else None)     # None: off when not a terminal
     with torch.inference_mode():
         while len(episodes) < args.episodes and active.any():
             qpos, qvel = np.asarray(state.qpos), np.asarray(state.qvel)
@@ -223,6 +226,9 @@ def collect(args) -> dict:
                 start_key[done] = np.asarray(state.key)[done]
             if args.drop_falls and next_cmd > 20 * args.episodes:
                 raise UserError("the policy falls in almost every episode: nothing to keep with --drop-falls")
+            bar.update()
+            bar.set_postfix(episodes=len(episodes), refresh=False)
+    bar.close()
     env.close()
     episodes = episodes[:args.episodes]
 
@@ -264,6 +270,7 @@ def parse_args(argv=None):
     p.add_argument("--yaw", type=float, nargs="+", default=[0.0])
     p.add_argument("--height", type=float, nargs="+", default=[0.3])
     p.add_argument("--drop-falls", action="store_true", help="keep only episodes that did not fall")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not on a terminal)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="mujoco")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)

@@ -46,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height-px", type=int, default=480)
     p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="commanded vs measured velocities of a few envs, and the error distribution")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not on a terminal)")
     return p.parse_args(argv)
 
 
@@ -109,8 +112,10 @@ def evaluate(args) -> dict:
     import jax
     import numpy as np
     import torch
+    from tqdm import tqdm
 
     from bridge.policy import load_actor
+    from plots import TrackingTrace
     from bridge.vec_env import to_torch
     from mjx_env.env import Go2Env
 
@@ -120,6 +125,9 @@ def evaluate(args) -> dict:
         raise UserError("--episodes must be >= 1 and --duration > 0")
     if args.backend not in ("mujoco", "mjx"):
         raise UserError(f"unknown --backend {args.backend!r}: choose mujoco or mjx")
+    if args.plot:
+        from plots import check_target
+        check_target(args.plot)
     cfg = eval_config(args)
     actor = load_actor(args.checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
     env = Go2Env(args.num_envs, args.backend, cfg, xml_path=args.xml_path)
@@ -135,6 +143,9 @@ def evaluate(args) -> dict:
     falls = steps = 0
     sums = dict(vx=0.0, vy=0.0, yaw=0.0, height=0.0)
     lengths = []
+    trace = TrackingTrace(n, cfg.env.dt) if args.plot else None
+    bar = tqdm(total=m * cfg.env.max_episode_length, unit="step", desc="play", leave=False,
+               disable=True if args.no_progress else None)          # None: off when not a terminal
     with torch.inference_mode():
         while episodes.min() < m:
             commands = np.asarray(state.commands)
@@ -155,10 +166,20 @@ def evaluate(args) -> dict:
             falls += int((np.asarray(state.terminated) & done).sum())
             lengths += list(np.asarray(state.final_episode_length)[done])
             episodes += done
+            if trace is not None:
+                trace.add(commands, met["lin_vel"], met["ang_vel"], counting, done)
+            bar.update()
+    bar.close()
     env.close()
     if video is not None:
         video.close()
     total = n * m
+    if trace is not None:
+        trace.draw(args.plot, f"{Path(args.checkpoint or 'shipped policy').name} on {Path(env.model.xml_path).name} "
+                   f"({args.backend}), {n} envs x {m} episode(s), seed {args.seed}, commands "
+                   + ", ".join(f"{k} {lo:g}" + (f"..{hi:g}" if hi > lo else "") for k, (lo, hi) in
+                               (("vx", value_range("vx", args.vx)), ("vy", value_range("vy", args.vy)),
+                                ("yaw", value_range("yaw", args.yaw)))))
     return {
         "checkpoint": str(args.checkpoint or "shipped policy"), "model": env.model.xml_path,
         "backend": args.backend, "num_envs": n, "episodes": total, "seed": args.seed,
@@ -188,6 +209,8 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(res, indent=1))
     if args.video:
         print(f"wrote {args.video}")
+    if args.plot:
+        print(f"wrote {args.plot}")
     return 0
 
 
