@@ -34,7 +34,7 @@ def save(fig, path) -> None:
     path = Path(path)
     check_target(path)
     try:
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=80)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -72,7 +72,8 @@ class TrackingTrace:
                 c = colors[i % len(colors)]
                 ax.plot(t, meas[:, i, j], color=c, lw=0.6, alpha=0.8)
                 ax.plot(t, cmd[:, i, j], color=c, lw=2.0, ls="--", zorder=3)
-            ax.set(title=f"{name}: commanded (dashed), measured", xlabel="time (s)", ylabel=f"{name} ({unit})")
+            ax.set_title(f"{name}: commanded (dashed), measured", fontsize=10)
+            ax.set(xlabel="time (s)", ylabel=f"{name} ({unit})")
             ax.grid(alpha=0.3)
             ax = axes[1, j]
             mean = errors[:, j].mean()

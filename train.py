@@ -5,7 +5,8 @@
     python train.py --resume logs/go2-ppo-dynaflow/model_300.pt --max_iterations 200
 
 Writes logs/{exp_name}/: model_{it}.pt every 100 iterations and at the end, cfgs.pkl, and
-TensorBoard events (--logger wandb: a W&B run as well, in logs/{exp_name}/wandb/). Ctrl-C (or SIGTERM) finishes the current iteration, saves it and exits.
+TensorBoard events (--logger wandb: a W&B run as well, in logs/{exp_name}/wandb/). Ctrl-C (or
+SIGTERM) finishes the current iteration, saves it and exits.
 """
 from __future__ import annotations
 
