@@ -70,6 +70,10 @@ def test_bench_plot_from_a_report(tmp_path, capsys):
     data = out.read_bytes()
     assert data.startswith(PNG) and len(data) > 10_000
     assert capsys.readouterr().out.strip() == f"wrote {out}"
+    # the README's picture comes from the figures in docs/bench.json
+    from conftest import REPO
+    assert bench.main(["--plot", str(tmp_path / "readme.png"), "--from", str(REPO / "docs" / "bench.json")]) == 0
+    assert (tmp_path / "readme.png").read_bytes().startswith(PNG)
 
 
 def test_bench_plot_bad_input_one_line(tmp_path, capsys):
