@@ -44,6 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--logger", default="tensorboard", help="tensorboard (default) or wandb (TensorBoard "
                    "events too; WANDB_MODE=offline works without an account)")
     p.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default="go2-mjx-ppo")
+    p.add_argument("--randomize", action="store_true",
+                   help="domain randomization: per-env physics drawn at every reset (friction, masses, centre of "
+                        "mass, PD gains, joint friction, damping, armature) and pushes (mjx_env/config.py)")
+    p.add_argument("--obs-noise", "--obs_noise", dest="obs_noise", action="store_true",
+                   help="uniform observation noise on the policy's inputs, as legged_gym")
     return p.parse_args(argv)
 
 
@@ -125,6 +130,9 @@ def run(args) -> int:
     cfg = TaskConfig()
     if args.random_resample_prob is not None:
         cfg = cfg.replace(command=dataclasses.replace(cfg.command, random_resample_prob=args.random_resample_prob))
+    if args.randomize or args.obs_noise:
+        cfg = cfg.replace(randomization=dataclasses.replace(
+            cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))
     cfg.validate()
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
     log_dir = Path(args.log_root) / args.exp_name
@@ -158,7 +166,8 @@ def run(args) -> int:
 
     saved_cfg = copy.deepcopy(train_cfg)
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
-                     backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume)
+                     backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
+                     randomization=dataclasses.asdict(cfg.randomization))
     # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
     cfgs_path = log_dir / "cfgs.pkl"
     if args.resume and cfgs_path.exists():

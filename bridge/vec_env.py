@@ -91,9 +91,21 @@ class Go2VecEnv(VecEnv):
         out = {k: mean[i].clone() for i, k in enumerate(self._term_keys)}
         out["diverged_envs"] = self._events[0].clone()
         out["bad_actions"] = self._events[1].clone()
+        out.update(self._randomization_stats())
         self._acc.zero_()
         self._count.zero_()
         self._events.zero_()
+        return out
+
+    def _randomization_stats(self) -> dict:
+        """Mean and spread over the envs of this iteration's randomization draws (TensorBoard)."""
+        if not self.state.dr:
+            return {}
+        stats = self.env.task.randomizer.stats(self.state.dr)
+        out = {}
+        for k, v in stats.items():
+            t = to_torch(v)
+            out[f"dr_{k}_mean"], out[f"dr_{k}_std"] = t.mean(), t.std()
         return out
 
     def close(self) -> None:

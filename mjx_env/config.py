@@ -130,11 +130,75 @@ class CommandConfig:
 
 
 @dataclass(frozen=True)
+class RandomizationConfig:
+    """Per-env physics drawn at every episode reset, pushes, and observation noise. All off by default
+    (the seed's env). Each draw is uniform in its (low, high) range. Sources of the ranges:
+      friction: legged_gym [0.5, 1.25], Playground Go1 [0.4, 1.0]; here [0.4, 1.25]. Written on the foot
+        geoms and the floor alike, so that the pair's friction is the draw whatever their priorities;
+      added base mass: Isaac Lab's Go2 velocity task [-1, 3] kg (legged_gym [-1, 1]);
+      base centre-of-mass offset: Playground Go1 +-5 cm on each axis (Isaac Lab +-5 cm in x, y);
+      link masses x[0.9, 1.1]: Playground Go1 (inertias scale with them here);
+      kp, kd x[0.9, 1.1] per joint: motor strength as in walk-these-ways (legged_gym family);
+      joint friction loss [0, 0.3] N m: around Menagerie's 0.2 (Playground scales it x[0.9, 1.1]);
+      joint damping, armature x[0.9, 1.1]: Playground Go1 randomizes armature x[1.0, 1.05].
+      pushes: legged_gym kicks the base to up to 1 m/s every 15 s; here every U[5, 10] s, a kick of
+        up to 1 m/s in a random horizontal direction, added to the base velocity.
+      observation noise: legged_gym's noise scales and its uniform noise x noise_level x obs scale.
+    MJX has no set_const: derived constants (body_invweight0, dof_invweight0) keep their nominal
+    values on both backends (C MuJoCo's mj_setConst is not called either), so the two agree.
+    """
+    enabled: bool = False                      # the per-env physical parameters below
+    friction_range: tuple = (0.4, 1.25)
+    added_base_mass_range: tuple = (-1.0, 3.0)           # kg
+    base_com_offset_range: tuple = (-0.05, 0.05)         # m, each axis
+    link_mass_scale_range: tuple = (0.9, 1.1)
+    kp_scale_range: tuple = (0.9, 1.1)
+    kd_scale_range: tuple = (0.9, 1.1)
+    joint_frictionloss_range: tuple = (0.0, 0.3)         # N m
+    joint_damping_scale_range: tuple = (0.9, 1.1)
+    joint_armature_scale_range: tuple = (0.9, 1.1)
+    push: bool = False
+    push_interval_range_s: tuple = (5.0, 10.0)
+    push_velocity_range: tuple = (0.0, 1.0)              # kick magnitude (m/s)
+    obs_noise: bool = False
+    noise_level: float = 1.0
+    noise_ang_vel: float = 0.2
+    noise_gravity: float = 0.05
+    noise_dof_pos: float = 0.01
+    noise_dof_vel: float = 1.5
+
+    RANGES = ("friction_range", "added_base_mass_range", "base_com_offset_range", "link_mass_scale_range",
+              "kp_scale_range", "kd_scale_range", "joint_frictionloss_range", "joint_damping_scale_range",
+              "joint_armature_scale_range", "push_interval_range_s", "push_velocity_range")
+    # Values that must stay >= 0 (a mass or friction below zero is not physics).
+    NONNEGATIVE = ("friction_range", "link_mass_scale_range", "kp_scale_range", "kd_scale_range",
+                   "joint_frictionloss_range", "joint_damping_scale_range", "joint_armature_scale_range",
+                   "push_velocity_range")
+
+    def validate(self) -> None:
+        from mjx_env.errors import ConfigError
+
+        for name in self.RANGES:
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not all(math.isfinite(v) for v in lo_hi) or lo_hi[0] > lo_hi[1]:
+                raise ConfigError(f"randomization.{name} must be a finite (low, high) with low <= high, got {lo_hi}")
+            if name in self.NONNEGATIVE and lo_hi[0] < 0:
+                raise ConfigError(f"randomization.{name} must not go below 0, got {lo_hi}")
+        if self.push_interval_range_s[0] <= 0:
+            raise ConfigError(f"randomization.push_interval_range_s must be > 0 s, got {self.push_interval_range_s}")
+        for name in ("noise_level", "noise_ang_vel", "noise_gravity", "noise_dof_pos", "noise_dof_vel"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"randomization.{name} must be >= 0 and finite, got {v}")
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     obs: ObsConfig = field(default_factory=ObsConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first insane value."""
@@ -164,6 +228,7 @@ class TaskConfig:
             raise ConfigError("command resample and jump probabilities must lie in [0, 1]")
         if c.fixed is not None and len(c.fixed) != c.num_commands:
             raise ConfigError(f"command.fixed needs {c.num_commands} values, got {len(c.fixed)}")
+        self.randomization.validate()
 
     def replace(self, **sections) -> "TaskConfig":
         return dataclasses.replace(self, **sections)

@@ -15,6 +15,7 @@ from mjx_env.config import TaskConfig
 from mjx_env.errors import UserError
 from mjx_env.model import Go2Model, load_go2
 from mjx_env.physics import BACKENDS, MjxPhysics, MujocoPhysics
+from mjx_env.randomize import write_fields
 from mjx_env.task import Go2Task
 
 
@@ -42,9 +43,14 @@ class Go2Env:
         def reset(key):
             return jax.vmap(task.reset)(jax.random.split(key, self.num_envs))
 
+        rand = task.randomizer
+        randomized = self.cfg.randomization.enabled
+        self.dr_fields = jax.jit(jax.vmap(rand.fields))   # per-env model fields of the draws
+
         def before(state, action):
+            state = jax.vmap(task.push)(state)
             action, bad = jax.vmap(task.clean_action)(action)
-            return action, bad, jax.vmap(task.ctrl)(state, action)
+            return state, action, bad, jax.vmap(task.ctrl)(state, action)
 
         def after(state, action, bad, qpos, qvel):
             return jax.vmap(task.after_physics)(state, action, bad, qpos, qvel)
@@ -53,26 +59,44 @@ class Go2Env:
         reset_jit = jax.jit(reset)
         self.reset = lambda key: reset_jit(jax.device_put(key, self.device))
         if backend == "mjx":
-            self.physics = MjxPhysics(self.model, substeps, device=self.device)
+            self.physics = MjxPhysics(self.model, substeps, device=self.device,
+                                      mj_model=rand.mjx_model(self.model.mj_model))
 
             def step(state, action):
-                action, bad, ctrl = before(state, action)
-                qpos, qvel = self.physics.advance(state.qpos, state.qvel, ctrl)
+                state, action, bad, ctrl = before(state, action)
+                fields = jax.vmap(rand.fields)(state.dr) if randomized else None
+                qpos, qvel = self.physics.advance(state.qpos, state.qvel, ctrl, fields)
                 return after(state, action, bad, qpos, qvel)
 
             self.step = jax.jit(step)
         else:
-            self.physics = MujocoPhysics(self.model, substeps, self.num_envs, nthread)
+            self.physics = MujocoPhysics(self.model, substeps, self.num_envs, nthread, per_env_models=randomized)
             before_jit, after_jit = jax.jit(before), jax.jit(after)
+            self._last_state = None
 
             def step(state, action):
-                action, bad, ctrl = before_jit(state, jax.device_put(action, self.device))
+                if randomized:
+                    self._write_models(state)
+                state, action, bad, ctrl = before_jit(state, jax.device_put(action, self.device))
                 qpos, qvel = self.physics.advance(np.asarray(state.qpos), np.asarray(state.qvel),
                                                   np.asarray(ctrl))
                 qpos, qvel = jax.device_put((qpos, qvel), self.device)
-                return after_jit(state, action, bad, qpos, qvel)
+                new = after_jit(state, action, bad, qpos, qvel)
+                self._last_state = new
+                return new
 
             self.step = step
+
+    def _write_models(self, state) -> None:
+        """mujoco backend: bring each env's MjModel to its state's draws. After our own step only the
+        envs reset in it drew anew; any other state (a reset, one set by a tool) is written whole."""
+        if state is self._last_state:
+            rows = np.flatnonzero(np.asarray(state.done))
+        else:
+            rows = np.arange(self.num_envs)
+        if rows.size:
+            fields = jax.device_get(self.dr_fields(state.dr))
+            write_fields(self.physics.models, fields, rows)
 
     @property
     def num_obs(self) -> int:

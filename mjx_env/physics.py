@@ -46,36 +46,42 @@ class MjxPhysics:
     # CPU. On a GPU the whole batch is one vmap, as it should be.
     cpu_chunk = 64
 
-    def __init__(self, model: Go2Model, substeps: int, device=None):
+    def __init__(self, model: Go2Model, substeps: int, device=None, mj_model=None):
         mjx = _import_mjx()
         from mjx_env import mjx_patch
         self.substeps = substeps
         self.on_cpu = (device or jax.devices()[0]).platform == "cpu"
-        self.mx = mjx.put_model(model.mj_model, device=device, impl="jax")
+        self.mx = mjx.put_model(model.mj_model if mj_model is None else mj_model, device=device, impl="jax")
         self.d0 = mjx.make_data(self.mx, device=device, impl="jax")
         # MJX's step with its solver loop as a scan (mjx_patch): the same physics, and
         # reverse-differentiable, so the env and the differentiable rollout Φ share it.
         self._step = mjx_patch.step
 
-    def advance_one(self, qpos, qvel, ctrl):
+    def advance_one(self, qpos, qvel, ctrl, fields=None):
+        """One env; `fields` (per-env model fields, e.g. randomized masses) replace the model's."""
+        mx = self.mx if fields is None else self.mx.tree_replace(fields)
         d = self.d0.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
 
         def body(d, _):
-            return self._step(self.mx, d), None
+            return self._step(mx, d), None
 
         d, _ = jax.lax.scan(body, d, None, length=self.substeps)
         return d.qpos, d.qvel
 
-    def advance(self, qpos, qvel, ctrl):
+    def advance(self, qpos, qvel, ctrl, fields=None):
         if self.on_cpu and qpos.shape[0] > self.cpu_chunk:
-            return jax.lax.map(lambda x: self.advance_one(*x), (qpos, qvel, ctrl), batch_size=self.cpu_chunk)
-        return jax.vmap(self.advance_one)(qpos, qvel, ctrl)
+            return jax.lax.map(lambda x: self.advance_one(*x), (qpos, qvel, ctrl, fields),
+                               batch_size=self.cpu_chunk)
+        return jax.vmap(self.advance_one)(qpos, qvel, ctrl, fields)
 
 
 class MujocoPhysics:
     name = "mujoco"
 
-    def __init__(self, model: Go2Model, substeps: int, num_envs: int, nthread: int | None = None):
+    def __init__(self, model: Go2Model, substeps: int, num_envs: int, nthread: int | None = None,
+                 per_env_models: bool = False):
+        import copy
+
         from mujoco import rollout
 
         m = model.mj_model
@@ -86,7 +92,8 @@ class MujocoPhysics:
         if self.nstate != 1 + m.nq + m.nv:  # time, qpos, qvel: no actuator or plugin state
             raise ModelError(f"model {model.xml_path} has actuator activations or plugin state, which the "
                              "mujoco backend does not carry between steps; remove them or use --backend mjx")
-        self.models = [m] * num_envs
+        # One MjModel per env when its parameters are randomized (written on reset), else shared.
+        self.models = [copy.copy(m) for _ in range(num_envs)] if per_env_models else [m] * num_envs
         self.datas = [mujoco.MjData(m) for _ in range(self.nthread)]
         self.pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
         # Buffers reused every step (rollout writes into them).

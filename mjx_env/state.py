@@ -29,6 +29,8 @@ class State:
     final_episode_sums: dict   # term -> () sum of the episode that ended at this step (0 if none)
     final_episode_length: jax.Array  # () int32 length of the episode that ended here (0 if none)
     metrics: dict              # base lin_vel, ang_vel (base frame) and height of the state reached
+    dr: dict                   # this episode's randomization draws ({} when randomization is off)
+    push_countdown: jax.Array  # () int32, control steps to the next push (0 when pushes are off)
 
     def replace(self, **kw) -> "State":
         return dataclasses.replace(self, **kw)

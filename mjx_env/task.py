@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from mjx_env.config import TaskConfig
 from mjx_env.math import roll_pitch, rotate_inverse
 from mjx_env.model import Go2Model
+from mjx_env.randomize import NOISE_STREAM, PUSH_STREAM, Randomizer
 from mjx_env.state import State
 
 REWARD_TERMS = ("tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "base_height",
@@ -35,6 +36,14 @@ class Go2Task:
         self.init_qpos = jnp.asarray(model.init_qpos, dtype=jnp.float32)
         self.nv = model.nv
         self.commands_scale = jnp.asarray(cfg.obs.commands_scale, dtype=jnp.float32)
+        self.randomizer = Randomizer(model, cfg)
+        r, o = cfg.randomization, cfg.obs
+        # legged_gym's noise vector: each term's noise times its observation scale, in obs order
+        # (angular velocity, gravity, commands, joint positions, joint velocities, actions, phase).
+        self.noise_vec = r.noise_level * jnp.concatenate([
+            jnp.full(3, r.noise_ang_vel * o.ang_vel_scale), jnp.full(3, r.noise_gravity),
+            jnp.zeros(cfg.command.num_commands), jnp.full(12, r.noise_dof_pos * o.dof_pos_scale),
+            jnp.full(12, r.noise_dof_vel * o.dof_vel_scale), jnp.zeros(12), jnp.zeros(1)])
 
     # ---- commands ---------------------------------------------------------------------------
     def sample_commands(self, key: jax.Array) -> jax.Array:
@@ -64,7 +73,9 @@ class Go2Task:
             dof_vel=qvel[self.qvel_idx],
         )
 
-    def observe(self, b: dict, commands, action, jump_steps):
+    def observe(self, b: dict, commands, action, jump_steps, noise_key=None):
+        """Policy and critic observations. With observation noise on (and a key), the policy's
+        values get uniform noise as in legged_gym; the critic keeps the true ones."""
         o = self.cfg.obs
         phase = (jump_steps / self.cfg.command.jump_reward_steps).astype(jnp.float32)
         policy = jnp.concatenate([
@@ -77,6 +88,9 @@ class Go2Task:
             phase[None],
         ])
         critic = jnp.concatenate([policy, b["lin_vel"] * o.lin_vel_scale, b["height"][None]])
+        if self.cfg.randomization.obs_noise and noise_key is not None:
+            u = jax.random.uniform(jax.random.fold_in(noise_key, NOISE_STREAM), policy.shape, minval=-1.0, maxval=1.0)
+            policy = policy + u * self.noise_vec
         return policy, critic
 
     def reward_terms(self, b: dict, commands, action, last_action, penalties_on) -> dict:
@@ -99,6 +113,11 @@ class Go2Task:
 
     # ---- reset / step -------------------------------------------------------------------------
     def reset(self, key: jax.Array) -> State:
+        r = self.cfg.randomization
+        # Randomization draws come from streams folded out of the key: the seed's stream is kept.
+        dr = self.randomizer.sample(key) if r.enabled else {}
+        push_countdown = self.randomizer.push_interval(jax.random.fold_in(key, PUSH_STREAM)) if r.push else jnp.zeros((), jnp.int32)
+        noise_key = key
         key, k_cmd = jax.random.split(key)
         commands = self.sample_commands(k_cmd)
         if self.cfg.command.fixed is None and self.cfg.command.reset_height_to_nominal:
@@ -106,7 +125,7 @@ class Go2Task:
         qpos, qvel = self.init_qpos, jnp.zeros(self.nv, jnp.float32)
         zeros_a = jnp.zeros(self.cfg.env.num_actions, jnp.float32)
         jump_steps = jnp.zeros((), jnp.int32)
-        obs, critic = self.observe(self.base(qpos, qvel), commands, zeros_a, jump_steps)
+        obs, critic = self.observe(self.base(qpos, qvel), commands, zeros_a, jump_steps, noise_key)
         sums = {k: jnp.zeros((), jnp.float32) for k in self.reward_scales}
         f = jnp.zeros((), bool)
         metrics = {k: jnp.zeros_like(v) for k, v in self.metrics(self.base(qpos, qvel)).items()}
@@ -114,13 +133,20 @@ class Go2Task:
                      episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, critic_obs=critic,
                      reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, done=f, diverged=f, bad_action=f,
                      reward_terms=dict(sums), episode_sums=dict(sums), final_episode_sums=dict(sums),
-                     final_episode_length=jnp.zeros((), jnp.int32))
+                     final_episode_length=jnp.zeros((), jnp.int32), dr=dr, push_countdown=push_countdown)
 
     def with_commands(self, state: State, commands) -> State:
         """Set an env's commands and refresh its observation to show them (tools, not training)."""
         obs, critic = self.observe(self.base(state.qpos, state.qvel), commands, state.last_action,
                                    state.jump_steps)
         return state.replace(commands=commands, obs=obs, critic_obs=critic)
+
+    def push(self, state: State) -> State:
+        """Before the physics: kick the base when this env's push timer runs out (pushes on)."""
+        if not self.cfg.randomization.push:
+            return state
+        qvel, countdown = self.randomizer.push(state.key, state.qvel, state.push_countdown)
+        return state.replace(qvel=qvel, push_countdown=countdown)
 
     def clean_action(self, action):
         """Non-finite entries become 0 (the default pose), then the reference's clip."""
@@ -179,7 +205,7 @@ class Go2Task:
             jump_steps = jnp.where(jump & (jump_steps == 0), c.jump_reward_steps, jump_steps)
 
         sums = {k: state.episode_sums[k] + v for k, v in terms.items()}
-        obs, critic = self.observe(b, commands, action, jump_steps)
+        obs, critic = self.observe(b, commands, action, jump_steps, key)
         cont = state.replace(qpos=qpos, qvel=qvel, last_action=action, commands=commands,
                              jump_steps=jump_steps.astype(jnp.int32), episode_step=episode_step, key=key,
                              obs=obs, critic_obs=critic, episode_sums=sums)

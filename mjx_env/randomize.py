@@ -1,0 +1,142 @@
+"""Domain randomization in JAX: per-env physical parameters, pushes and observation noise.
+
+The draws live in the env state (`State.dr`, drawn at every episode reset) and become model fields
+through one pure function, `Randomizer.fields`, used by both backends:
+- MJX replaces those fields of its mjx.Model inside the vmapped step: the model enters the physics
+  as an argument, so new draws compile nothing (MuJoCo Playground's batched `(model, in_axes)`);
+- the mujoco backend writes the same values into its own MjModel of each env when the env resets.
+Pushes and observation noise are task code, shared by both backends like every other term.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from mjx_env.config import TaskConfig
+from mjx_env.errors import ConfigError
+from mjx_env.model import Go2Model
+
+# The model fields a draw changes (all jax.Array fields of mjx.Model, so they can be batched).
+FIELDS = ("geom_friction", "body_mass", "body_inertia", "body_ipos", "actuator_gainprm", "actuator_biasprm",
+          "dof_frictionloss", "dof_damping", "dof_armature")
+# Independent PRNG streams folded out of an env's key, so that the seed env's own stream of
+# random numbers is untouched (bit-identical) whether or not randomization is on.
+DRAW_STREAM, PUSH_STREAM, NOISE_STREAM = 101, 102, 103
+
+
+class Randomizer:
+    def __init__(self, model: Go2Model, cfg: TaskConfig):
+        self.cfg = r = cfg.randomization
+        self.dt = cfg.env.dt
+        m = model.mj_model
+        self.base_body = int(m.jnt_bodyid[[j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE][0]])
+        self.bv = model.base_qvel_adr
+        self.dofs = np.asarray(model.qvel_idx)
+        feet = [g for g in model.foot_geom_ids if g >= 0]
+        planes = [g for g in range(m.ngeom) if m.geom_type[g] == mujoco.mjtGeom.mjGEOM_PLANE]
+        # Written on both sides of the foot-floor pair: with equal priorities MuJoCo takes the max of
+        # the two, with a priority geom (Menagerie's feet) that geom's value; both give the draw.
+        self.friction_geoms = np.array(sorted(set(feet + planes)), np.int32)
+        self.nbody = m.nbody
+        self.nominal = {k: jnp.asarray(getattr(m, k), jnp.float32) for k in FIELDS}
+        base_mass = float(m.body_mass[self.base_body])
+        lowest = base_mass * r.link_mass_scale_range[0] + r.added_base_mass_range[0]
+        if r.enabled and lowest <= 0:
+            raise ConfigError(f"randomization.added_base_mass_range {r.added_base_mass_range} can make the base "
+                              f"mass ({base_mass:.2f} kg nominal) zero or negative")
+        self.push_steps = tuple(max(1, int(round(s / self.dt))) for s in r.push_interval_range_s)
+
+    # ---- per-env physical parameters ---------------------------------------------------------
+    def sample(self, key: jax.Array) -> dict:
+        """The draws of one env (uniform in each range), a dict of small arrays."""
+        r = self.cfg
+        k = jax.random.split(jax.random.fold_in(key, DRAW_STREAM), 9)
+        u = lambda i, lo_hi, shape=(): jax.random.uniform(k[i], shape, minval=lo_hi[0], maxval=lo_hi[1])
+        n = len(self.dofs)
+        return dict(
+            friction=u(0, r.friction_range),
+            added_base_mass=u(1, r.added_base_mass_range),
+            base_com_offset=u(2, r.base_com_offset_range, (3,)),
+            link_mass_scale=u(3, r.link_mass_scale_range, (self.nbody,)),
+            kp_scale=u(4, r.kp_scale_range, (n,)),
+            kd_scale=u(5, r.kd_scale_range, (n,)),
+            joint_frictionloss=u(6, r.joint_frictionloss_range, (n,)),
+            joint_damping_scale=u(7, r.joint_damping_scale_range, (n,)),
+            joint_armature_scale=u(8, r.joint_armature_scale_range, (n,)),
+        )
+
+    def fields(self, d: dict) -> dict:
+        """Model fields of one env from its draws. Pure JAX; the one definition both backends use."""
+        nom, base, dofs = self.nominal, self.base_body, self.dofs
+        scale = d["link_mass_scale"]
+        # Actuator i drives action i (model.py rebuilds them): kp in gainprm[0] and -kp in
+        # biasprm[1], -kd in biasprm[2].
+        gain = nom["actuator_gainprm"].at[:, 0].multiply(d["kp_scale"])
+        bias = nom["actuator_biasprm"].at[:, 1].multiply(d["kp_scale"]).at[:, 2].multiply(d["kd_scale"])
+        return dict(
+            geom_friction=nom["geom_friction"].at[self.friction_geoms, 0].set(d["friction"]),
+            body_mass=(nom["body_mass"] * scale).at[base].add(d["added_base_mass"]),
+            # Scaled links keep their shape (inertia scales with mass); the added base mass is a
+            # point mass at the centre of mass, which adds no inertia about it.
+            body_inertia=nom["body_inertia"] * scale[:, None],
+            body_ipos=nom["body_ipos"].at[base].add(d["base_com_offset"]),
+            actuator_gainprm=gain,
+            actuator_biasprm=bias,
+            dof_frictionloss=nom["dof_frictionloss"].at[dofs].set(d["joint_frictionloss"]),
+            dof_damping=nom["dof_damping"].at[dofs].multiply(d["joint_damping_scale"]),
+            dof_armature=nom["dof_armature"].at[dofs].multiply(d["joint_armature_scale"]),
+        )
+
+    def mjx_model(self, m: mujoco.MjModel) -> mujoco.MjModel:
+        """The MjModel to hand to mjx.put_model. MJX decides at put_model which dofs get friction-loss
+        constraint rows (dof_frictionloss > 0), so randomized joints need a non-zero placeholder;
+        the value itself comes from the draws at every step."""
+        if not (self.cfg.enabled and self.cfg.joint_frictionloss_range[1] > 0):
+            return m
+        m = _copy_model(m)
+        m.dof_frictionloss[self.dofs] = np.maximum(m.dof_frictionloss[self.dofs], 1e-3)
+        return m
+
+    @staticmethod
+    def stats(d: dict) -> dict:
+        """One number per env and draw, for logging."""
+        return {"friction": d["friction"], "added_base_mass": d["added_base_mass"],
+                "base_com_offset_norm": jnp.linalg.norm(d["base_com_offset"], axis=-1),
+                **{k: jnp.mean(d[k], axis=-1) for k in ("link_mass_scale", "kp_scale", "kd_scale",
+                                                          "joint_frictionloss", "joint_damping_scale",
+                                                          "joint_armature_scale")}}
+
+    # ---- pushes -------------------------------------------------------------------------------
+    def push_interval(self, key: jax.Array) -> jax.Array:
+        lo, hi = self.push_steps
+        return jax.random.randint(key, (), lo, hi + 1, dtype=jnp.int32)
+
+    def push(self, key: jax.Array, qvel: jax.Array, countdown: jax.Array):
+        """Count down; at zero, add a horizontal kick of a drawn magnitude in a drawn direction to the
+        base's world-frame linear velocity, and draw the next interval."""
+        k_mag, k_dir, k_next = jax.random.split(jax.random.fold_in(key, PUSH_STREAM), 3)
+        countdown = countdown - 1
+        kick = countdown <= 0
+        lo, hi = self.cfg.push_velocity_range
+        mag = jax.random.uniform(k_mag, minval=lo, maxval=hi)
+        angle = jax.random.uniform(k_dir, minval=0.0, maxval=2 * math.pi)
+        dv = jnp.where(kick, mag, 0.0) * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+        qvel = qvel.at[self.bv:self.bv + 2].add(dv)
+        return qvel, jnp.where(kick, self.push_interval(k_next), countdown)
+
+
+def _copy_model(m: mujoco.MjModel) -> mujoco.MjModel:
+    import copy
+    return copy.copy(m)
+
+
+def write_fields(models: list, fields: dict, rows) -> None:
+    """Write per-env field values (numpy, leading env axis) into the envs' own MjModels."""
+    for i in rows:
+        mi = models[i]
+        for name, value in fields.items():
+            getattr(mi, name)[...] = value[i]
