@@ -32,6 +32,9 @@ class Go2Model:
     base_qvel_adr: int        # free joint: world linear vel [adr, adr+3), body angular vel [adr+3, adr+6)
     foot_geom_ids: tuple      # (4,) geom id of each foot in LEGS order, -1 if not found
     init_qpos: np.ndarray     # (nq,) base at its initial pose, joints at the default angles
+    # The same physics without textures and visual-only meshes (a few kB instead of MBs): the
+    # mujoco backend copies it once per env when physics parameters are randomized.
+    physics_mj_model: mujoco.MjModel | None = None
 
     @property
     def nq(self) -> int:
@@ -76,6 +79,23 @@ def _ensure_floor(spec: mujoco.MjSpec) -> None:
     spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.05])
 
 
+def _strip_visuals(spec: mujoco.MjSpec) -> None:
+    """Drop what only rendering uses: textures, materials, and meshes of geoms that collide with
+    nothing. Inertias stay (they are explicit or computed before this, see load_go2's check)."""
+    for tex in list(spec.textures):
+        spec.delete(tex)
+    for mat in list(spec.materials):
+        spec.delete(mat)
+    for g in spec.geoms:
+        g.material = ""
+        if g.type == mujoco.mjtGeom.mjGEOM_MESH and g.contype == 0 and g.conaffinity == 0:
+            g.type, g.meshname, g.size = mujoco.mjtGeom.mjGEOM_SPHERE, "", [1e-3, 0, 0]
+    used = {g.meshname for g in spec.geoms}
+    for mesh in list(spec.meshes):
+        if mesh.name not in used:
+            spec.delete(mesh)
+
+
 def load_go2(xml_path: str | os.PathLike | None, cfg: EnvConfig) -> Go2Model:
     """Load, check and prepare a Go2 model. Raises ModelError with a one-line message."""
     xml_path = DEFAULT_XML if xml_path is None else Path(xml_path)
@@ -115,7 +135,16 @@ def load_go2(xml_path: str | os.PathLike | None, cfg: EnvConfig) -> Go2Model:
     init_qpos[base_qpos_adr + 3:base_qpos_adr + 7] = cfg.base_init_quat
     init_qpos[qpos_idx] = cfg.default_angles()
 
+    _strip_visuals(spec)
+    try:
+        lean = spec.compile()
+    except Exception:           # a model whose visuals cannot be dropped keeps them
+        lean = None
+    if lean is not None and not (lean.ngeom == m.ngeom and np.array_equal(lean.body_mass, m.body_mass)
+                                 and np.array_equal(lean.body_inertia, m.body_inertia)):
+        lean = None             # visual geoms carried mass: keep the full model
     return Go2Model(
+        physics_mj_model=lean if lean is not None else m,
         mj_model=m, xml_path=str(xml_path), qpos_idx=qpos_idx, qvel_idx=qvel_idx,
         base_qpos_adr=base_qpos_adr, base_qvel_adr=base_qvel_adr,
         foot_geom_ids=tuple(_find_foot(m, leg) for leg in LEGS), init_qpos=init_qpos,

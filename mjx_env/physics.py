@@ -93,8 +93,9 @@ class MujocoPhysics:
             raise ModelError(f"model {model.xml_path} has actuator activations or plugin state, which the "
                              "mujoco backend does not carry between steps; remove them or use --backend mjx")
         # One MjModel per env when its parameters are randomized (written on reset), else shared.
-        self.models = [copy.copy(m) for _ in range(num_envs)] if per_env_models else [m] * num_envs
-        self.datas = [mujoco.MjData(m) for _ in range(self.nthread)]
+        lean = model.physics_mj_model or m
+        self.models = [copy.copy(lean) for _ in range(num_envs)] if per_env_models else [m] * num_envs
+        self.datas = [mujoco.MjData(self.models[0]) for _ in range(self.nthread)]
         self.pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
         # Buffers reused every step (rollout writes into them).
         self.init_state = np.zeros((num_envs, self.nstate))
