@@ -21,7 +21,8 @@ Layout of the file (T steps in all, E episodes; float32 unless said):
            done, time_out, terminated (T,) bool     the episode ends after this step (and why)
   episodes/ start (E,) int64, length (E,) int32, fell (E,) bool, command (E, 5),
            seed (E,) int64 (run seed), key (E, 2) uint32 (the env's PRNG key at the episode's start),
-           env_index (E,) int32
+           env_index (E,) int32; with --randomize also dr_<draw> (E, ...): the episode's physics draws
+           (mjx_env/randomize.py: friction, added_base_mass, base_com_offset, link_mass_scale, ...)
   attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, dt, sim_dt, configs (JSON),
            joint_names, state_names (JSON: qpos then qvel entries), created, format_version
 Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = True.
@@ -159,7 +160,8 @@ def collect(args) -> dict:
     out = Path(args.out)
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist")
-    cfg = TaskConfig(env=EnvConfig(episode_length_s=args.duration),
+    from play import randomization_config
+    cfg = TaskConfig(randomization=randomization_config(args), env=EnvConfig(episode_length_s=args.duration),
                      command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0))
     checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY
     actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
@@ -178,6 +180,7 @@ def collect(args) -> dict:
     state = env.with_commands(state, jnp.asarray(cmds))
     active = np.ones(n, bool)                    # env is running an episode that will be kept
     start_key = np.asarray(state.key).copy()
+    start_dr = {k: np.asarray(v).copy() for k, v in state.dr.items()}   # randomization draws ({} when off)
     buffers = [dict((k, []) for k in STEP_FIELDS) for _ in range(n)]
     episodes = []                                # (env index, command, key, fell, steps dict)
     default = np.asarray(task.default_angles)
@@ -214,7 +217,8 @@ def collect(args) -> dict:
                 fell = bool(row["terminated"][i])
                 if not (fell and args.drop_falls):
                     episodes.append((i, buffers[i]["commands"][0], start_key[i].copy(), fell,
-                                     {k: np.stack(v) for k, v in buffers[i].items()}))
+                                     {k: np.stack(v) for k, v in buffers[i].items()},
+                                     {k: v[i].copy() for k, v in start_dr.items()}))
                 buffers[i] = dict((k, []) for k in STEP_FIELDS)
                 if next_cmd < len(queue) or (args.drop_falls and len(episodes) < args.episodes):
                     cmds[i] = queue[next_cmd % len(queue)]
@@ -224,6 +228,8 @@ def collect(args) -> dict:
             state = env.with_commands(new, jnp.asarray(cmds)) if done.any() else new
             if done.any():
                 start_key[done] = np.asarray(state.key)[done]
+                for k, v in state.dr.items():
+                    start_dr[k][done] = np.asarray(v)[done]
             if args.drop_falls and next_cmd > 20 * args.episodes:
                 raise UserError("the policy falls in almost every episode: nothing to keep with --drop-falls")
             bar.update()
@@ -234,7 +240,7 @@ def collect(args) -> dict:
 
     lengths = np.array([len(e[4]["done"]) for e in episodes], np.int32)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    configs = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("env", "obs", "reward", "command")}
+    configs = {k: dataclasses.asdict(getattr(cfg, k)) for k in ("env", "obs", "reward", "command", "randomization")}
 
     steps = {}
     for k in STEP_FIELDS:
@@ -246,6 +252,8 @@ def collect(args) -> dict:
         seed=np.full(len(episodes), args.seed, np.int64),
         key=np.stack([e[2] for e in episodes]).astype(np.uint32),
         env_index=np.array([e[0] for e in episodes], np.int32))
+    for k in (episodes[0][5] if episodes else {}):        # the physics each episode ran with (--randomize)
+        episode_arrays[f"dr_{k}"] = np.stack([e[5][k] for e in episodes]).astype(np.float32)
     meta = dict(model_path=str(go2.xml_path), model_sha256=sha256(go2.xml_path),
                 checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint),
                 dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
@@ -274,6 +282,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="mujoco")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)
+    p.add_argument("--randomize", action="store_true", help="collect under domain randomization (per-env physics)")
+    p.add_argument("--push", type=float, default=0.0, metavar="M", help="kick the base by M m/s every --push-every s")
+    p.add_argument("--push-every", type=float, default=4.0, metavar="S")
     return p.parse_args(argv)
 
 

@@ -49,12 +49,28 @@ def parse_args(argv=None):
     p.add_argument("--plot", default=None, metavar="OUT.png",
                    help="commanded vs measured velocities of a few envs, and the error distribution")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not on a terminal)")
+    p.add_argument("--push", type=float, default=0.0, metavar="M",
+                   help="kick the base to M m/s more, horizontally in a random direction, every --push-every s")
+    p.add_argument("--push-every", type=float, default=4.0, metavar="S", help="seconds between pushes (default 4)")
+    p.add_argument("--randomize", action="store_true",
+                   help="evaluate under the training's domain randomization (physics drawn per env and episode)")
     return p.parse_args(argv)
+
+
+def randomization_config(args):
+    """--randomize and --push as a RandomizationConfig (pushes of exactly M m/s every S s)."""
+    from mjx_env.config import RandomizationConfig
+    if args.push < 0 or args.push_every <= 0:
+        raise UserError("--push must be >= 0 m/s and --push-every > 0 s")
+    return RandomizationConfig(enabled=args.randomize, push=args.push > 0,
+                               push_velocity_range=(args.push, args.push),
+                               push_interval_range_s=(args.push_every, args.push_every))
 
 
 def eval_config(args):
     from mjx_env.config import CommandConfig, EnvConfig, TaskConfig
     return TaskConfig(
+        randomization=randomization_config(args),
         env=EnvConfig(episode_length_s=args.duration),
         command=CommandConfig(
             lin_vel_x_range=value_range("vx", args.vx), lin_vel_y_range=value_range("vy", args.vy),
@@ -188,6 +204,7 @@ def evaluate(args) -> dict:
         "mean_abs_vx_error": sums["vx"] / steps, "mean_abs_vy_error": sums["vy"] / steps,
         "mean_abs_yaw_rate_error": sums["yaw"] / steps, "mean_abs_height_error": sums["height"] / steps,
         "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
+        "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
     }
 
 
