@@ -186,11 +186,42 @@ def env_and_bridge_layers(ctx: Context) -> list:
     return out
 
 
-LAYER_BUILDERS = (rollout_layers, mjx_physics_layers, env_and_bridge_layers)
+def randomized_layers(ctx: Context) -> list:
+    """--randomize: each backend's environment step under domain randomization and pushes, from the
+    same standing state (its own draws), and on the mujoco backend the same without joint friction
+    loss (the one draw that adds constraint rows)."""
+    if not ctx.args.randomize:
+        return []
+    import jax
+    import jax.numpy as jnp
+    from mjx_env.config import RandomizationConfig
+    from mjx_env.env import Go2Env
+    dr = RandomizationConfig(enabled=True, push=True)
+    variants = [(b, "dr", dr) for b in ctx.envs] + \
+        ([("mujoco", "dr_nofl", dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0)))] if "mujoco" in ctx.envs else [])
+    out = []
+    for backend, tag, rcfg in variants:
+        env = Go2Env(ctx.n, backend, ctx.cfg.replace(randomization=rcfg), nthread=ctx.args.threads,
+                     device=ctx.devices.jax if backend == "mjx" else None)
+        ctx.closers.append(env.close)
+        drawn = env.reset(jax.random.PRNGKey(0))
+        s = {"state": jax.device_put(ctx.state.replace(dr=drawn.dr, push_countdown=drawn.push_countdown),
+                                     env.device)}
+        a = jax.device_put(jnp.asarray(ctx.actions), env.device)
+
+        def env_step(env=env, s=s, a=a):
+            s["state"] = env.step(s["state"], a)
+            return s["state"].obs
+        out.append(Layer(f"env_{backend}_{tag}", env_step, ctx.sync))
+    return out
+
+
+LAYER_BUILDERS = (rollout_layers, mjx_physics_layers, env_and_bridge_layers, randomized_layers)
 
 # Each layer's ratio to the layer beneath it (printed beside it), and further ratios of interest.
 BENEATH = {"rollout_mt": "rollout_1t", "env_mujoco": "rollout_mt", "bridge_mujoco": "env_mujoco",
-           "env_mjx": "mjx_physics", "bridge_mjx": "env_mjx"}
+           "env_mjx": "mjx_physics", "bridge_mjx": "env_mjx",
+           "env_mujoco_dr": "env_mujoco", "env_mujoco_dr_nofl": "env_mujoco", "env_mjx_dr": "env_mjx"}
 RATIOS = [(a, b) for a, b in BENEATH.items()] + [("mjx_physics", "rollout_mt"), ("env_mjx", "env_mujoco")]
 
 
@@ -341,6 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
     p.add_argument("--threads", type=int, default=None, help="C MuJoCo threads (default: all cores)")
     p.add_argument("--device", default=None)
+    p.add_argument("--randomize", action="store_true",
+                   help="also time each backend's env step under domain randomization and pushes")
     p.add_argument("--json", default="bench.json", help="where to write the JSON report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="env-steps/s of every layer against envs")
     p.add_argument("--from", dest="from_json", default=None, metavar="BENCH.json",

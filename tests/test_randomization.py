@@ -111,8 +111,8 @@ def test_backends_draw_the_same_and_agree_under_randomization():
 
 
 def test_friction_acts():
-    """The same sideways kick on a standing robot: on low friction the feet slide, on high friction
-    they hold."""
+    """The same forward kick on a standing robot: on low friction it slides away (measured 0.23 m in
+    0.5 s), on high friction the feet hold (0.06 m)."""
     slides = {}
     for mu in (0.05, 1.25):
         cfg = TaskConfig(command=CommandConfig(random_resample_prob=0.0), randomization=dataclasses.replace(
@@ -124,14 +124,14 @@ def test_friction_acts():
         zeros = jnp.zeros((1, 12))
         for _ in range(50):                                      # settle on the feet
             s = env.step(s, zeros)
-        x0 = float(s.qpos[0, 1])
-        s = s.replace(qvel=s.qvel.at[0, 1].add(0.6))             # a 0.6 m/s sideways kick
+        x0 = float(s.qpos[0, 0])
+        s = s.replace(qvel=s.qvel.at[0, 0].add(0.6))             # a 0.6 m/s forward kick
         for _ in range(25):
             s = env.step(s, zeros)
             assert not bool(s.done[0])
-        slides[mu] = abs(float(s.qpos[0, 1]) - x0)
+        slides[mu] = abs(float(s.qpos[0, 0]) - x0)
         env.close()
-    assert slides[0.05] > 2 * slides[1.25], slides
+    assert slides[0.05] > 2.5 * slides[1.25], slides
 
 
 def test_push_adds_exactly_the_configured_kick():
