@@ -16,7 +16,8 @@ which action t was taken, as in the HDF5):
   last_actions   (T, 12)     the action before row t: with the env's one-step latency it sets the PD
                              targets of step t (zero at an episode's start)
   commands       (T, 5)      vx, vy, yaw rate, height, jump
-Per file: episode_lengths (E,) int64, fell (E,) bool; dt, sim_dt, substeps, action_scale, clip_actions,
+Per file: episode_lengths (E,) int64, fell (E,) bool, with --randomize dr_<draw> (E, ...) the episode's
+physics draws (Φ, built on the nominal model, does not replay such episodes); dt, sim_dt, substeps, action_scale, clip_actions,
 simulate_action_latency, kp, kd, torque_limits (12,), default_joint_pos (12,), joint_names (12,),
 state_names, conditioning_names, conditioning_joint_pos ("absolute"), model_path, model_sha256,
 checkpoint_sha256, backend, configs (JSON of every task config), format, format_version.
@@ -113,6 +114,8 @@ def npz_arrays(steps: dict, episodes: dict, meta: dict) -> dict:
     names = meta.get("state_names") or [f"qpos[{i}]" for i in range(steps["qpos"].shape[1])] \
         + [f"qvel[{i}]" for i in range(steps["qvel"].shape[1])]
     out = {k: ragged([v[c] for c in cuts]) for k, v in per_step.items()}
+    # the physics each episode ran with under --randomize: Φ with the nominal model does not replay those
+    out.update({k: np.asarray(v) for k, v in episodes.items() if k.startswith("dr_")})
     out.update(
         episode_lengths=np.asarray(lengths, np.int64),
         fell=np.asarray(episodes["fell"], bool),

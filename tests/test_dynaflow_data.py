@@ -198,3 +198,22 @@ def test_phi_reproduces_a_mujoco_collection(phi, files):
     9.1e-4 (the window where the feet first touch down; 1.1e-5 elsewhere). Asserted with a 5x margin."""
     err = replay(phi, files / "demos.npz")
     assert err[:19].max() <= 1e-4 and err[19:].max() <= 5e-3, (err[:19].max(), err[19:].max())
+
+
+def test_randomization_draws_reach_the_npz():
+    """--randomize stores each episode's physics draws; the NPZ keeps them (Φ's nominal model cannot
+    replay such episodes, and the file says why). Built by hand: 2 episodes of 3 and 2 steps."""
+    T, env = 5, dict(EnvConfig().__dict__)
+    steps = dict(qpos=np.zeros((T, 19), np.float32), qvel=np.zeros((T, 18), np.float32),
+                 base_quat=np.tile(np.float32([1, 0, 0, 0]), (T, 1)), base_lin_vel=np.zeros((T, 3), np.float32),
+                 base_ang_vel=np.zeros((T, 3), np.float32), joint_pos=np.zeros((T, 12), np.float32),
+                 joint_vel=np.zeros((T, 12), np.float32), actions=np.zeros((T, 12), np.float32),
+                 last_action=np.zeros((T, 12), np.float32), commands=np.zeros((T, 5), np.float32))
+    episodes = dict(start=np.array([0, 3]), length=np.array([3, 2]), fell=np.array([False, True]),
+                    dr_friction=np.float32([0.6, 1.2]))
+    meta = dict(configs=dict(env=env), joint_names=list(JOINT_NAMES), dt=0.02, sim_dt=0.005, model_path="m.xml",
+                model_sha256="0" * 64)
+    z = dynaflow_data.npz_arrays(steps, episodes, meta)
+    np.testing.assert_array_equal(z["dr_friction"], np.float32([0.6, 1.2]))
+    assert [len(s) for s in z["states"]] == [3, 2] and z["episode_lengths"].tolist() == [3, 2]
+    assert "dr_friction" not in dynaflow_data.PER_EPISODE and "start" not in z
