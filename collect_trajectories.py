@@ -5,6 +5,8 @@
     python collect_trajectories.py convert demos.h5 --out demos.npz             # HDF5 -> NPZ
     python collect_trajectories.py --grid --vx 0.3 0.6 1.0 --yaw -0.5 0 0.5 --out grid.h5
     python collect_trajectories.py --drop-falls ...                             # keep only clean episodes
+    torchrun --nproc_per_node=4 collect_trajectories.py --episodes 256 --out demos.h5   # 4 ranks, one file
+    python collect_trajectories.py merge part0.h5 part1.h5 --out all.h5          # parts of array jobs
 
 Layout of the file (T steps in all, E episodes; float32 unless said):
   steps/   qpos (T, nq), qvel (T, nv)              MuJoCo state at which the action was taken
@@ -30,6 +32,7 @@ An --out ending in .npz writes the DynaFlow layout instead (see dynaflow_data.py
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import itertools
@@ -133,7 +136,8 @@ def command_list(args, rng) -> list:
     """One command per episode: the grid, cycled, or uniform samples in the ranges."""
     if args.grid:
         grid = list(itertools.product(args.vx, args.vy, args.yaw, args.height))
-        return [np.array([*grid[i % len(grid)], 0.0], np.float32) for i in range(args.episodes)]
+        first = getattr(args, "first_episode", 0)        # a rank's share continues the cycle
+        return [np.array([*grid[(first + i) % len(grid)], 0.0], np.float32) for i in range(args.episodes)]
     for name in ("vx", "vy", "yaw", "height"):
         if len(getattr(args, name)) not in (1, 2):
             raise UserError(f"--{name} takes a value or a LOW HIGH range (use --grid for a list)")
@@ -265,6 +269,77 @@ def collect(args) -> dict:
             "seconds": time.time() - t0, "out": str(out)}
 
 
+# ---- several ranks (torchrun) and parts (array jobs) ---------------------------------------------
+# Parts of one collection agree on all of these; merge refuses the others.
+SAME_IN_EVERY_PART = {"model_sha256": "model", "checkpoint_sha256": "checkpoint", "configs": "task configs",
+                      "backend": "backend", "dt": "control period", "sim_dt": "physics step",
+                      "joint_names": "joint order", "format_version": "format version"}
+
+
+def merge(paths, out) -> dict:
+    """One dataset from HDF5 parts of one collection, episodes in the order of the parts."""
+    from bridge.runner import atomic_write
+    out = Path(out)
+    if not out.parent.exists():
+        raise UserError(f"output folder {out.parent} does not exist")
+    if out.resolve() in {Path(p).resolve() for p in paths}:
+        raise UserError(f"--out {out} is one of the parts: write the merged file elsewhere")
+    import h5py
+    for p in paths:
+        if Path(p).is_file() and not h5py.is_hdf5(p):
+            raise UserError(f"{p} is not an HDF5 file: merge reads parts written by collect_trajectories.py --out *.h5")
+    parts = [load_dataset(p) for p in paths]
+    ref = parts[0].meta
+    seeds = {}
+    for path, ds in zip(paths, parts):
+        for key, what in SAME_IN_EVERY_PART.items():
+            if ds.meta.get(key) != ref.get(key):
+                raise UserError(f"{path} comes from a different {what} than {paths[0]}: "
+                                "merge only parts of one collection")
+        for seed in sorted(set(ds.episodes["seed"].tolist())):
+            if seed in seeds:
+                raise UserError(f"{path} and {seeds[seed]} were both collected with seed {seed}, so their "
+                                "episodes repeat: give every part its own --seed")
+            seeds[seed] = path
+    steps = {k: np.concatenate([ds.steps[k] for ds in parts]) for k in STEP_FIELDS}
+    offsets = np.cumsum([0] + [len(ds.steps["done"]) for ds in parts])
+    episodes = {k: np.concatenate([ds.episodes[k] for ds in parts]) for k in EPISODE_FIELDS}
+    episodes["start"] = np.concatenate([ds.episodes["start"] + o for ds, o in zip(parts, offsets)]).astype(np.int64)
+    meta = dict(ref, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                merged_from=json.dumps([Path(p).name for p in paths]))
+    writer = dynaflow_data.write_npz if out.suffix == ".npz" else write_hdf5
+    atomic_write(out, lambda tmp: writer(tmp, steps, episodes, meta))
+    return {"episodes": int(sum(len(ds) for ds in parts)), "steps": int(offsets[-1]),
+            "falls": int(episodes["fell"].sum()), "out": str(out)}
+
+
+def collect_on_ranks(args, group) -> dict:
+    """Under torchrun: rank r collects its share of the episodes with seed + r into a part file
+    beside --out (a folder every rank can write); rank 0 merges the parts into --out."""
+    out, world = Path(args.out), group.world_size
+    base, extra = divmod(args.episodes, world)
+    count, first = base + (group.rank < extra), group.rank * base + min(group.rank, extra)
+    parts = [out.with_name(f".{out.name}.part{r}of{world}.h5") for r in range(world)]
+    error = None
+    try:
+        if count < 1:
+            raise UserError(f"--episodes {args.episodes} leaves rank {group.rank} of {world} without an episode: "
+                            "ask for at least one episode per rank")
+        collect(argparse.Namespace(**{**vars(args), "episodes": count, "seed": args.seed + group.rank,
+                                      "first_episode": first, "out": str(parts[group.rank])}))
+    except UserError as exc:
+        error = exc
+    try:
+        group.agree(error)                      # every part written, or all stop
+        if not group.is_main:
+            return {"part": str(parts[group.rank]), "episodes": count}
+        return merge(parts, out)
+    finally:
+        if group.is_main:
+            for p in parts:
+                p.unlink(missing_ok=True)
+
+
 def parse_args(argv=None):
     p = OneLineParser(prog="collect_trajectories.py", description="Demonstrations for DynaFlow.")
     p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped)")
@@ -292,14 +367,41 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:
         return dynaflow_data.main(argv[1:])
-    args = parse_args(argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
+    from bridge.distributed import Group
+    group = Group.from_env()                    # torchrun's ranks; rank 0 of 1 alone
+    with group.quiet_unless_main():
+        args = parse_args(argv)
     try:
-        res = collect(args)
+        group.start()
+        res = collect_on_ranks(args, group) if group.is_distributed else collect(args)
     except UserError as exc:
-        print(f"collect_trajectories.py: error: {exc}", file=sys.stderr)
+        group.report("collect_trajectories.py", exc)
+        return 2
+    finally:
+        group.close()
+    if "part" in res:
+        print(f"[{group}] collected {res['episodes']} episodes; rank 0 merges them into {args.out}")
+    else:
+        took = f" ({res['seconds']:.1f} s)" if "seconds" in res else ""
+        print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell{took}")
+    return 0
+
+
+def merge_main(argv) -> int:
+    p = OneLineParser(prog="collect_trajectories.py merge",
+                      description="Merge HDF5 parts of one collection (e.g. cluster array jobs) into one file.")
+    p.add_argument("parts", nargs="+", help="HDF5 files written by collect_trajectories.py")
+    p.add_argument("--out", required=True, help="merged file (*.npz: DynaFlow's NPZ layout; else HDF5)")
+    args = p.parse_args(argv)
+    try:
+        res = merge(args.parts, args.out)
+    except UserError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell "
-          f"({res['seconds']:.1f} s)")
+          f"(from {len(args.parts)} parts)")
     return 0
 
 

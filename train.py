@@ -3,6 +3,7 @@
     python train.py                                  # 4096 envs, 10000 iterations, GPU if there is one
     python train.py --device cpu -B 512 --max_iterations 300
     python train.py --resume logs/go2-ppo-dynaflow/model_300.pt --max_iterations 200
+    torchrun --nproc_per_node=8 train.py -B 4096    # 8 GPUs: 4096 envs each (README: Scaling out)
 
 Writes logs/{exp_name}/: model_{it}.pt every 100 iterations and at the end, cfgs.pkl, and
 TensorBoard events (--logger wandb: a W&B run as well, in logs/{exp_name}/wandb/). Ctrl-C (or
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
+from bridge.distributed import Group
 from mjx_env.errors import OneLineParser, UserError
 
 REPO = Path(__file__).resolve().parent
@@ -85,10 +87,14 @@ class StopRequested(Exception):
     pass
 
 
-def install_stop_handlers(state: dict) -> None:
-    """First Ctrl-C / SIGTERM: finish this iteration, save, exit. Second: stop at once."""
+def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True) -> None:
+    """First Ctrl-C / SIGTERM: finish this iteration, save, exit. Second: stop at once.
+    Under torchrun a Ctrl-C reaches each rank twice (from the terminal and forwarded by torchrun),
+    so repeats are ignored there; torchrun kills the ranks after its --shutdown_timeout."""
     def handler(signum, frame):
         if state["stop"]:
+            if not repeat_stops_at_once:
+                return
             raise KeyboardInterrupt
         state["stop"] = signal.Signals(signum).name
         print(f"\n[train] {state['stop']} received: saving after the current iteration "
@@ -97,7 +103,7 @@ def install_stop_handlers(state: dict) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(args) -> int:
+def run(args, group: Group) -> int:
     if args.num_envs < 1:
         raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
     if args.max_iterations < 1:
@@ -143,37 +149,42 @@ def run(args) -> int:
     if args.resume:
         ckpt = read_checkpoint(args.resume, cfg.obs.num_obs, cfg.obs.num_privileged_obs, cfg.env.num_actions)
         start_it = int(ckpt.get("iter", 0)) + 1
-    taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
-    if taken:
-        hint = "use --resume with its last checkpoint" if not args.resume else "resume from its last checkpoint"
-        raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
-                        f"choose another --exp_name or {hint}")
-    check_log_dir(log_dir)
+    if group.is_main:                                 # only rank 0 writes the run's files
+        taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
+        if taken:
+            hint = "use --resume with its last checkpoint" if not args.resume else "resume from its last checkpoint"
+            raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
+                            f"choose another --exp_name or {hint}")
+        check_log_dir(log_dir)
     if args.logger == "wandb":
         # rsl_rl's own W&B writer (TensorBoard events as well); its run files go beside the checkpoints.
         train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
         os.environ.setdefault("WANDB_DIR", str(log_dir))
+    group.agree()         # every rank passed its checks (or all stop; see main)
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    seed = args.seed + group.rank                     # each rank its own env stream
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     from mjx_env.env import Go2Env
     from bridge.vec_env import Go2VecEnv
 
     env = Go2Env(args.num_envs, backend, cfg, model=model, device=devices.jax if backend == "mjx" else None)
-    vec_env = Go2VecEnv(env, seed=args.seed, log_every=train_cfg["num_steps_per_env"])
-    print(f"[train] backend={backend} device={devices.name} num_envs={args.num_envs} "
+    vec_env = Go2VecEnv(env, seed=seed, log_every=train_cfg["num_steps_per_env"])
+    where = f"[train {group}]" if group.is_distributed else "[train]"
+    print(f"{where} backend={backend} device={devices.name} num_envs={args.num_envs} seed={seed} "
           f"model={model.xml_path} log_dir={log_dir}", flush=True)
 
     saved_cfg = copy.deepcopy(train_cfg)
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
                      backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
-                     randomization=dataclasses.asdict(cfg.randomization))
+                     randomization=dataclasses.asdict(cfg.randomization), world_size=group.world_size)
     # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
     cfgs_path = log_dir / "cfgs.pkl"
     if args.resume and cfgs_path.exists():
         cfgs_path = log_dir / f"cfgs_resume_{start_it}.pkl"
-    atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
-                   dataclasses.asdict(cfg.command), saved_cfg], cfgs_path)
+    if group.is_main:
+        atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
+                       dataclasses.asdict(cfg.command), saved_cfg], cfgs_path)
 
     runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch))
     if ckpt is not None:
@@ -183,12 +194,12 @@ def run(args) -> int:
 
     rss_start = resident_mib()
     stop = {"stop": None}
-    install_stop_handlers(stop)
+    install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed)
     log = runner.logger.log
 
     def log_then_maybe_stop(*a, **kw):
         log(*a, **kw)
-        if stop["stop"]:
+        if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested
     runner.logger.log = log_then_maybe_stop
 
@@ -197,11 +208,15 @@ def run(args) -> int:
     except StopRequested:
         it = runner.current_learning_iteration
         path = log_dir / f"model_{it}.pt"
-        runner.save(str(path))
-        runner.logger.stop_logging_writer()
-        print(f"[train] stopped by {stop['stop']} after iteration {it}; saved {path}\n"
-              f"[train] continue with: python train.py -e {args.exp_name} --resume {path} "
-              f"--max_iterations N", flush=True)
+        if group.is_main:
+            runner.save(str(path))
+            runner.logger.stop_logging_writer()
+            launcher = "torchrun ... train.py" if group.is_distributed else "python train.py"
+            print(f"[train] stopped by {stop['stop'] or 'a signal to another rank'} after iteration {it}; "
+                  f"saved {path}\n[train] continue with: {launcher} -e {args.exp_name} --resume {path} "
+                  f"--max_iterations N", flush=True)
+        else:
+            print(f"{where} stopped after iteration {it}", flush=True)
     except KeyboardInterrupt:
         print("\n[train] stopped at once; checkpoints already written are intact", file=sys.stderr)
         return 130
@@ -213,12 +228,17 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    group = Group.from_env()                  # torchrun's ranks; rank 0 of 1 alone
+    with group.quiet_unless_main():
+        args = parse_args(argv)
     try:
-        return run(args)
-    except UserError as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
+        group.start()
+        return run(args, group)
+    except UserError as exc:                  # one line, from one rank; every rank stops
+        group.report("train.py", exc)
         return 2
+    finally:
+        group.close()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,29 @@ def atomic_pickle(obj, path) -> None:
 
 
 class Go2Runner(OnPolicyRunner):
+    def _configure_multi_gpu(self) -> None:
+        """Data-parallel PPO on the process group bridge.distributed started.
+
+        rsl_rl 5.5.1 (OnPolicyRunner._configure_multi_gpu) requires the device cuda:LOCAL_RANK and
+        starts an NCCL process group itself, so it cannot run on a CPU. When the group is already
+        running (NCCL for CUDA tensors, gloo for CPU tensors), set up the same state here: the rest
+        of rsl_rl (parameter broadcast, gradient all-reduce, KL averaging, rank-0-only logging) then
+        runs unchanged, on a GPU or on the CPU.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return super()._configure_multi_gpu()
+        self.gpu_world_size = torch.distributed.get_world_size()
+        self.gpu_global_rank = torch.distributed.get_rank()
+        self.gpu_local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.is_distributed = self.gpu_world_size > 1
+        self.cfg["multi_gpu"] = {"global_rank": self.gpu_global_rank, "local_rank": self.gpu_local_rank,
+                                 "world_size": self.gpu_world_size} if self.is_distributed else None
+        if self.device not in ("cpu", f"cuda:{self.gpu_local_rank}"):
+            raise UserError(f"rank {self.gpu_global_rank} trains on {self.device}; under torchrun each rank "
+                            f"uses cuda:LOCAL_RANK (cuda:{self.gpu_local_rank}) or the CPU")
+        if self.device != "cpu":
+            torch.cuda.set_device(self.gpu_local_rank)        # NCCL works on the current device
+
     def save(self, path: str, infos=None) -> None:
         # OnPolicyRunner.save would hand the temporary file to W&B (which links, then loses it):
         # write atomically, then upload the final path.
