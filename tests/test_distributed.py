@@ -140,6 +140,29 @@ def test_bad_flag_on_one_rank_stops_all_with_one_line(tmp_path):
     assert not list((tmp_path / "logs").rglob("*.p*"))         # no checkpoint, no cfgs.pkl
 
 
+def test_rank_and_device_follow_torchrun_env(monkeypatch):
+    from bridge import device
+    from bridge.distributed import Group
+    from mjx_env.errors import UserError
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    g = Group.from_env()
+    assert (g.rank, g.world_size, g.is_distributed, g.is_main) == (0, 1, False, True)
+    assert device.torchrun_local_rank() is None
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    g = Group.from_env()
+    assert (g.rank, g.local_rank, g.world_size, g.is_main, str(g)) == (3, 1, 4, False, "rank 3 of 4")
+    assert device.torchrun_local_rank() == 1
+    with pytest.raises(UserError, match=r"under torchrun local rank 1 uses cuda:1: pass --device cuda"):
+        device.resolve("cuda:0")
+    assert device.resolve("cpu").name == "cpu"
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(UserError, match="out of range"):
+        Group.from_env()
+
+
 # ---- collection ----------------------------------------------------------------------------------
 COLLECT = dict(checkpoint=None, episodes=3, num_envs=2, duration=0.3, grid=False, vx=[0.0, 1.0], vy=[0.0],
                yaw=[0.0], height=[0.3], drop_falls=False, seed=5, backend="mujoco", xml_path=None)
