@@ -27,10 +27,26 @@ def torchrun(out: Path, tool: str, *args, env=None, timeout=900, wait=True):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(DRIVER), str(out), tool, *args]
     env = dict(os.environ, PYTHONPATH=str(REPO), GO2_DIST_TIMEOUT_S="600", **(env or {}))
+    # A session of its own, so that a timeout kills torchrun and its ranks together (kill_group).
     if not wait:
         log = open(out / "torchrun.log", "w")
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        kill_group(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)       # torchrun and any rank still running
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def updates(out: Path, rank: int) -> list:
@@ -60,8 +76,7 @@ def run(tmp_path_factory):
         os.kill(int((out / "rank1.pid").read_text()), signal.SIGTERM)
         assert proc.wait(timeout=600) == 0, (out / "torchrun.log").read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)
     return tmp, first, (out / "torchrun.log").read_text()
 
 
