@@ -303,7 +303,7 @@ def merge(paths, out) -> dict:
             seeds[seed] = path
     steps = {k: np.concatenate([ds.steps[k] for ds in parts]) for k in STEP_FIELDS}
     offsets = np.cumsum([0] + [len(ds.steps["done"]) for ds in parts])
-    episodes = {k: np.concatenate([ds.episodes[k] for ds in parts]) for k in EPISODE_FIELDS}
+    episodes = {k: np.concatenate([ds.episodes[k] for ds in parts]) for k in parts[0].episodes}  # dr_* too
     episodes["start"] = np.concatenate([ds.episodes["start"] + o for ds, o in zip(parts, offsets)]).astype(np.int64)
     meta = dict(ref, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 merged_from=json.dumps([Path(p).name for p in paths]))

@@ -181,7 +181,8 @@ def test_rank_and_device_follow_torchrun_env(monkeypatch):
 
 # ---- collection ----------------------------------------------------------------------------------
 COLLECT = dict(checkpoint=None, episodes=3, num_envs=2, duration=0.3, grid=False, vx=[0.0, 1.0], vy=[0.0],
-               yaw=[0.0], height=[0.3], drop_falls=False, seed=5, backend="mujoco", xml_path=None, no_progress=True)
+               yaw=[0.0], height=[0.3], drop_falls=False, seed=5, backend="mujoco", xml_path=None, no_progress=True,
+               randomize=False, push=0.0, push_every=4.0)
 
 
 def collect_part(out, **kw):
