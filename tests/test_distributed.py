@@ -27,26 +27,27 @@ def torchrun(out: Path, tool: str, *args, env=None, timeout=900, wait=True):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(DRIVER), str(out), tool, *args]
     env = dict(os.environ, PYTHONPATH=str(REPO), GO2_DIST_TIMEOUT_S="600", **(env or {}))
-    # A session of its own, so that a timeout kills torchrun and its ranks together (kill_group).
     if not wait:
         log = open(out / "torchrun.log", "w")
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
-        kill_group(proc)
+        stop_torchrun(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-def kill_group(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)       # torchrun and any rank still running
-    except ProcessLookupError:
-        pass
-    proc.wait()
+def stop_torchrun(proc) -> None:
+    """After a timeout: SIGTERM to torchrun, which forwards it to its ranks (each in a session of
+    its own) and SIGKILLs them after its --shutdown_timeout (30 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def updates(out: Path, rank: int) -> list:
@@ -76,7 +77,7 @@ def run(tmp_path_factory):
         os.kill(int((out / "rank1.pid").read_text()), signal.SIGTERM)
         assert proc.wait(timeout=600) == 0, (out / "torchrun.log").read_text()[-3000:]
     finally:
-        kill_group(proc)
+        stop_torchrun(proc)
     return tmp, first, (out / "torchrun.log").read_text()
 
 
