@@ -7,6 +7,7 @@
     python collect_trajectories.py --drop-falls ...                             # keep only clean episodes
     torchrun --nproc_per_node=4 collect_trajectories.py --episodes 256 --out demos.h5   # 4 ranks, one file
     python collect_trajectories.py merge part0.h5 part1.h5 --out all.h5          # parts of array jobs
+    python collect_trajectories.py --checkpoint policies/go2_jump.pt --jump 0.6 --jump-every 2 --out jumps.h5
 
 Layout of the file (T steps in all, E episodes; float32 unless said):
   steps/   qpos (T, nq), qvel (T, nv)              MuJoCo state at which the action was taken
@@ -16,7 +17,8 @@ Layout of the file (T steps in all, E episodes; float32 unless said):
            last_action (T, 12)                      previous action: it sets this step's PD target
            actions (T, 12)                          policy output (clipped), unscaled
            pd_targets (T, 12)                       joint targets applied during this step (rad)
-           commands (T, 5)                          vx, vy, yaw rate, height, jump
+           commands (T, 5)                          vx, vy, yaw rate, height, jump (H at the step a jump
+                                                    is commanded, else 0; obs[:, 47] is the jump phase)
            obs (T, 48)                              policy observation
            rewards (T,)                             reward of this step
            foot_contacts (T, 4) bool, foot_pos (T, 4, 3)   feet FR, FL, RR, RL at this state
@@ -164,9 +166,12 @@ def collect(args) -> dict:
     out = Path(args.out)
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist")
-    from play import randomization_config
+    from play import jump_schedule, randomization_config
+    # With --jump the recorded rewards are the jump task's (jump terms on, no random jump commands).
     cfg = TaskConfig(randomization=randomization_config(args), env=EnvConfig(episode_length_s=args.duration),
-                     command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0))
+                     command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0,
+                                           jumps_enabled=args.jump is not None, jump_prob=0.0))
+    jump_every = jump_schedule(args, cfg)
     checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY
     actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
     n = min(args.num_envs, args.episodes)
@@ -230,6 +235,11 @@ def collect(args) -> dict:
                 else:
                     active[i] = False
             state = env.with_commands(new, jnp.asarray(cmds)) if done.any() else new
+            if jump_every:
+                step = np.asarray(state.episode_step)
+                jump = active & ~done & (step > 0) & (step % jump_every == 0)
+                if jump.any():
+                    state = env.with_jump(state, jnp.asarray(jump), jnp.full(n, args.jump, jnp.float32))
             if done.any():
                 start_key[done] = np.asarray(state.key)[done]
                 for k, v in state.dr.items():
@@ -354,6 +364,9 @@ def parse_args(argv=None):
     p.add_argument("--height", type=float, nargs="+", default=[0.3])
     p.add_argument("--drop-falls", action="store_true", help="keep only episodes that did not fall")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not on a terminal)")
+    p.add_argument("--jump", type=float, default=None, metavar="H",
+                   help="command a jump to base height H (m) every --jump-every seconds (flight phases)")
+    p.add_argument("--jump-every", type=float, default=2.0, metavar="S", help="seconds between jump commands")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="mujoco")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)

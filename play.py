@@ -4,6 +4,7 @@
     python play.py --checkpoint logs/go2-cpu/model_299.pt --vx 0.5 --episodes 2
     python play.py --xml-path ../shared/reference/unitree_go2/scene.xml       # sim-to-sim
     python play.py --num_envs 1 --duration 10 --video go2.mp4                # MP4, camera follows
+    python play.py --checkpoint policies/go2_jump.pt --jump 0.6 --jump-every 2   # jump on command
 
 Commands are sampled once per episode, uniformly in the given ranges (a single value fixes one),
 and held for the whole episode. Metrics are means over all steps of all episodes.
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--push-every", type=float, default=4.0, metavar="S", help="seconds between pushes (default 4)")
     p.add_argument("--randomize", action="store_true",
                    help="evaluate under the training's domain randomization (physics drawn per env and episode)")
+    p.add_argument("--jump", type=float, default=None, metavar="H",
+                   help="command a jump to base height H (m) every --jump-every seconds while walking")
+    p.add_argument("--jump-every", type=float, default=2.0, metavar="S", help="seconds between jump commands")
     return p.parse_args(argv)
 
 
@@ -78,6 +82,71 @@ def eval_config(args):
             resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0, jumps_enabled=False,
             height_scales_velocity=False, reset_height_to_nominal=False),
     )
+
+
+def jump_schedule(args, cfg):
+    """Control steps between jump commands, or None without --jump; one-line errors for bad values."""
+    if args.jump is None:
+        return None
+    window = cfg.command.jump_reward_steps
+    every = int(round(args.jump_every / cfg.env.dt))
+    if not args.jump > 0:
+        raise UserError(f"--jump must be a positive base height in m, got {args.jump}")
+    if every < window:
+        raise UserError(f"--jump-every must be at least the jump window, {window * cfg.env.dt:g} s, "
+                        f"got {args.jump_every}")
+    if every + window > cfg.env.max_episode_length:
+        raise UserError(f"--jump-every {args.jump_every} s leaves no whole jump window inside a "
+                        f"{args.duration} s episode: lower it or raise --duration")
+    return every
+
+
+class JumpLog:
+    """Per jump command: the apex base height in its window and falls during or after it.
+
+    The window is jump_reward_steps control steps after the command; a fall within it counts as
+    during the jump, a fall in the following window as after it. A jump whose window an episode's
+    time-out cuts short is not counted.
+    """
+
+    def __init__(self, n: int, window: int):
+        import numpy as np
+        self.np, self.window = np, window
+        self.since = np.full(n, -1)          # steps since the env's last command (-1: none)
+        self.start, self.apex, self.target = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.jumps = []                      # (target, height at the command, apex, fell in the window)
+        self.falls_during = self.falls_after = 0
+
+    def command(self, mask, heights, target: float) -> None:
+        """Jump commands where mask, given in states of base height `heights`."""
+        self.since[mask] = 0
+        self.start[mask] = self.apex[mask] = heights[mask]
+        self.target[mask] = target
+
+    def step(self, heights, done, fell) -> None:
+        """After a step: base heights of the states reached (before auto-reset), who ended, who fell."""
+        np = self.np
+        tracked = self.since >= 0
+        self.since[tracked] += 1
+        inside = tracked & (self.since <= self.window)
+        self.apex[inside] = np.maximum(self.apex[inside], heights[inside])
+        self.falls_during += int(np.sum(fell & inside))
+        self.falls_after += int(np.sum(fell & tracked & ~inside & (self.since <= 2 * self.window)))
+        for i in np.flatnonzero(inside & ((self.since == self.window) | fell)):
+            self.jumps.append((self.target[i], self.start[i], self.apex[i], bool(fell[i])))
+        self.since[done] = -1
+
+    def summary(self, tolerance: float) -> dict:
+        np = self.np
+        j = np.array(self.jumps, float).reshape(-1, 4)
+        target, start, apex = j[:, 0], j[:, 1], j[:, 2]
+        stat = (lambda x: float(x.mean()) if len(x) else float("nan"))
+        spread = (lambda x: float(x.std()) if len(x) else float("nan"))
+        return {"jumps": len(j), "jump_target": stat(target),
+                "apex_height_mean": stat(apex), "apex_height_std": spread(apex),
+                "apex_rise_mean": stat(apex - start), "apex_rise_std": spread(apex - start),
+                "apex_within_tolerance": stat(np.abs(apex - target) < tolerance), "tolerance": tolerance,
+                "falls_during_jump": self.falls_during, "falls_after_jump": self.falls_after}
 
 
 def choose_gl():
@@ -145,6 +214,7 @@ def evaluate(args) -> dict:
         from plots import check_target
         check_target(args.plot)
     cfg = eval_config(args)
+    jump_every = jump_schedule(args, cfg)
     actor = load_actor(args.checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
     env = Go2Env(args.num_envs, args.backend, cfg, xml_path=args.xml_path)
     video = None
@@ -162,6 +232,7 @@ def evaluate(args) -> dict:
     trace = TrackingTrace(n, cfg.env.dt) if args.plot else None
     bar = tqdm(total=m * cfg.env.max_episode_length, unit="step", desc="play", leave=False,
                disable=True if args.no_progress else None)          # None: off when not a terminal
+    jumps = JumpLog(n, cfg.command.jump_reward_steps) if jump_every else None
     with torch.inference_mode():
         while episodes.min() < m:
             commands = np.asarray(state.commands)
@@ -184,6 +255,14 @@ def evaluate(args) -> dict:
             episodes += done
             if trace is not None:
                 trace.add(commands, met["lin_vel"], met["ang_vel"], counting, done)
+            if jumps is not None:
+                jumps.step(met["height"], np.asarray(state.done), np.asarray(state.terminated))
+                step = np.asarray(state.episode_step)
+                jump = counting & ~np.asarray(state.done) & (step > 0) & (step % jump_every == 0)
+                if jump.any():
+                    jumps.command(jump, met["height"], args.jump)
+                    state = env.with_jump(state, jax.numpy.asarray(jump),
+                                          jax.numpy.full(n, args.jump, jax.numpy.float32))
             bar.update()
     bar.close()
     env.close()
@@ -196,7 +275,7 @@ def evaluate(args) -> dict:
                    + ", ".join(f"{k} {lo:g}" + (f"..{hi:g}" if hi > lo else "") for k, (lo, hi) in
                                (("vx", value_range("vx", args.vx)), ("vy", value_range("vy", args.vy)),
                                 ("yaw", value_range("yaw", args.yaw)))))
-    return {
+    res = {
         "checkpoint": str(args.checkpoint or "shipped policy"), "model": env.model.xml_path,
         "backend": args.backend, "num_envs": n, "episodes": total, "seed": args.seed,
         "commands": {"vx": value_range("vx", args.vx), "vy": value_range("vy", args.vy),
@@ -206,6 +285,9 @@ def evaluate(args) -> dict:
         "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
         "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
     }
+    if jumps is not None:
+        res["jump"] = jumps.summary(cfg.reward.jump_height_tolerance)
+    return res
 
 
 def main(argv=None) -> int:
@@ -222,6 +304,13 @@ def main(argv=None) -> int:
     for k in ("mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error", "mean_abs_height_error",
               "fall_rate", "mean_episode_length_s"):
         print(f"  {k:<26} {res[k]:.4f}")
+    if "jump" in res:
+        j = res["jump"]
+        print(f"jumps to {args.jump} m every {args.jump_every} s: {j['jumps']} jumps")
+        print(f"  apex base height           {j['apex_height_mean']:.3f} +- {j['apex_height_std']:.3f} m")
+        print(f"  apex rise above the start  {j['apex_rise_mean']:.3f} +- {j['apex_rise_std']:.3f} m")
+        print(f"  apex within {j['tolerance']} m of target {j['apex_within_tolerance']:.3f}")
+        print(f"  falls during / after a jump {j['falls_during_jump']} / {j['falls_after_jump']}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     if args.video:

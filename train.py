@@ -4,6 +4,7 @@
     python train.py --device cpu -B 512 --max_iterations 300
     python train.py --resume logs/go2-ppo-dynaflow/model_300.pt --max_iterations 200
     torchrun --nproc_per_node=8 train.py -B 4096    # 8 GPUs: 4096 envs each (README: Scaling out)
+    python train.py --jumps --init-actor policies/go2_walk.pt -e go2-jump     # the jump task, from a walker
 
 Writes logs/{exp_name}/: model_{it}.pt every 100 iterations and at the end, cfgs.pkl, and
 TensorBoard events (--logger wandb: a W&B run as well, in logs/{exp_name}/wandb/). Ctrl-C (or
@@ -51,7 +52,30 @@ def parse_args(argv=None):
                         "mass, PD gains, joint friction, damping, armature) and pushes (mjx_env/config.py)")
     p.add_argument("--obs-noise", "--obs_noise", dest="obs_noise", action="store_true",
                    help="uniform observation noise on the policy's inputs, as legged_gym")
+    p.add_argument("--jumps", action="store_true",
+                   help="the reference's jump task: random jump commands and the four jump rewards")
+    p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
+                   help="start the actor (not the critic or optimizer) from a checkpoint or exported actor")
     return p.parse_args(argv)
+
+
+def task_config(args):
+    """The TaskConfig a run trains on: the default, with the options given."""
+    from mjx_env.config import TaskConfig
+
+    cfg = TaskConfig()
+    command = {}
+    if args.random_resample_prob is not None:
+        command["random_resample_prob"] = args.random_resample_prob
+    if args.jumps:
+        command["jumps_enabled"] = True
+    if command:
+        cfg = cfg.replace(command=dataclasses.replace(cfg.command, **command))
+    if args.randomize or args.obs_noise:
+        cfg = cfg.replace(randomization=dataclasses.replace(
+            cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))
+    cfg.validate()
+    return cfg
 
 
 CKPT_RE = re.compile(r"^model_(\d+)\.pt$")
@@ -103,6 +127,16 @@ def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True) -> Non
     signal.signal(signal.SIGTERM, handler)
 
 
+def init_actor(runner, path) -> None:
+    """Load only the actor weights (an exported actor file has nothing else)."""
+    from bridge.runner import load_checkpoint_file
+    from mjx_env.errors import first_line
+    try:
+        runner.alg.load(load_checkpoint_file(path, "actor"), {"actor": True}, strict=True)
+    except RuntimeError as exc:    # another network layout
+        raise UserError(f"--init-actor {path} does not fit this run's actor: {first_line(exc)}") from None
+
+
 def run(args, group: Group) -> int:
     if args.num_envs < 1:
         raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
@@ -129,17 +163,13 @@ def run(args, group: Group) -> int:
 
     import numpy as np
     import torch
-    from mjx_env.config import TaskConfig
     from mjx_env.model import load_go2
+    from bridge.policy import load_actor
     from bridge.runner import Go2Runner, atomic_pickle, ppo_train_cfg, read_checkpoint
 
-    cfg = TaskConfig()
-    if args.random_resample_prob is not None:
-        cfg = cfg.replace(command=dataclasses.replace(cfg.command, random_resample_prob=args.random_resample_prob))
-    if args.randomize or args.obs_noise:
-        cfg = cfg.replace(randomization=dataclasses.replace(
-            cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))
-    cfg.validate()
+    if args.resume and args.init_actor:
+        raise UserError("--resume and --init-actor exclude each other: --resume already holds the actor")
+    cfg = task_config(args)
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
     log_dir = Path(args.log_root) / args.exp_name
     train_cfg = ppo_train_cfg(save_interval=args.save_interval)
@@ -149,6 +179,8 @@ def run(args, group: Group) -> int:
     if args.resume:
         ckpt = read_checkpoint(args.resume, cfg.obs.num_obs, cfg.obs.num_privileged_obs, cfg.env.num_actions)
         start_it = int(ckpt.get("iter", 0)) + 1
+    if args.init_actor:
+        load_actor(args.init_actor, cfg.obs.num_obs, cfg.env.num_actions)     # checks it fits, one-line errors
     if group.is_main:                                 # only rank 0 writes the run's files
         taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
         if taken:
@@ -177,7 +209,8 @@ def run(args, group: Group) -> int:
     saved_cfg = copy.deepcopy(train_cfg)
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
                      backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
-                     randomization=dataclasses.asdict(cfg.randomization), world_size=group.world_size)
+                     init_actor=args.init_actor, randomization=dataclasses.asdict(cfg.randomization),
+                     world_size=group.world_size)
     # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
     cfgs_path = log_dir / "cfgs.pkl"
     if args.resume and cfgs_path.exists():
@@ -191,6 +224,9 @@ def run(args, group: Group) -> int:
         runner.load(args.resume, map_location=str(devices.torch))
         runner.current_learning_iteration = start_it      # rsl_rl would redo the loaded iteration
         print(f"[train] resumed from {args.resume}: iterations {start_it}..{start_it + args.max_iterations - 1}")
+    if args.init_actor:
+        init_actor(runner, args.init_actor)
+        print(f"[train] actor initialised from {args.init_actor}; critic and optimizer start fresh")
 
     rss_start = resident_mib()
     stop = {"stop": None}

@@ -95,6 +95,17 @@ class RewardConfig:
         ("action_rate", -0.005),
         ("similar_to_default", -0.1),
     )
+    # The reference's jump terms (mjx_env/rewards.py); they count only with command.jumps_enabled.
+    jump_scales: tuple = (
+        ("jump_height_tracking", 0.5),
+        ("jump_height_achievement", 10.0),
+        ("jump_speed", 1.0),
+        ("jump_landing", 0.08),
+    )
+    jump_peak_window: tuple = (0.3, 0.6)   # peak terms: lo N <= counter < hi N; landing: counter >= hi N
+    jump_height_tolerance: float = 0.2     # achievement: |z - target| below this (m)
+    jump_speed_gain: float = 0.2           # jump_speed = gain exp(v_z)
+    jump_speed_vz_cap: float = 10.0        # v_z above this (m/s) counts as this (keeps exp finite)
 
     def scale_dict(self) -> dict:
         return dict(self.scales)
@@ -113,8 +124,9 @@ class CommandConfig:
     # Each control step a random share of envs gets fresh commands (reference: 5%).
     random_resample_prob: float = 0.05
     # Jump commands are off by default: the seed lists only the six locomotion rewards.
-    # When on, a random share of envs gets a jump command each step and the penalty terms
-    # pause for jump_reward_steps while the jump window is open (as in the reference).
+    # When on (train.py --jumps), a random share of envs gets a jump command each step, the
+    # penalty terms pause while the jump window is open and the four jump rewards count (as in
+    # the reference; mjx_env/rewards.py).
     jumps_enabled: bool = False
     jump_prob: float = 0.05
     jump_reward_steps: int = 50
@@ -211,7 +223,7 @@ class TaskConfig:
             lo, hi = lo_hi
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise ConfigError(f"command.{name} must be a finite (low, high) with low <= high, got {lo_hi}")
-        for name, v in r.scales:
+        for name, v in r.scales + r.jump_scales:
             if not math.isfinite(v):
                 raise ConfigError(f"reward scale {name} must be finite, got {v}")
         for name in ("dt", "sim_dt", "action_scale", "kp", "clip_actions", "episode_length_s"):
@@ -226,6 +238,11 @@ class TaskConfig:
             raise ConfigError(f"env.default_joint_angles must name exactly the 12 joints {JOINT_NAMES}")
         if not 0.0 <= c.random_resample_prob <= 1.0 or not 0.0 <= c.jump_prob <= 1.0:
             raise ConfigError("command resample and jump probabilities must lie in [0, 1]")
+        if c.jump_reward_steps < 1:
+            raise ConfigError(f"command.jump_reward_steps must be >= 1, got {c.jump_reward_steps}")
+        lo, hi = r.jump_peak_window
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ConfigError(f"reward.jump_peak_window must be (lo, hi) with 0 <= lo <= hi <= 1, got {(lo, hi)}")
         if c.fixed is not None and len(c.fixed) != c.num_commands:
             raise ConfigError(f"command.fixed needs {c.num_commands} values, got {len(c.fixed)}")
         self.randomization.validate()

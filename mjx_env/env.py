@@ -56,6 +56,7 @@ class Go2Env:
             return jax.vmap(task.after_physics)(state, action, bad, qpos, qvel)
 
         self.with_commands = jax.jit(jax.vmap(task.with_commands))
+        self.with_jump = jax.jit(jax.vmap(task.with_jump))     # (state, jump (n,) bool, height (n,))
         reset_jit = jax.jit(reset)
         self.reset = lambda key: reset_jit(jax.device_put(key, self.device))
         if backend == "mjx":

@@ -14,6 +14,7 @@ class State:
     last_action: jax.Array     # (12,) clipped action of the previous step: the PD target now applied
     commands: jax.Array        # (5,) lin_vel_x, lin_vel_y, ang_vel, height, jump
     jump_steps: jax.Array      # () int32, steps left in the open jump window (0: closed)
+    jump_target: jax.Array     # () float32, target base height of the latest jump command (m; 0 at reset)
     episode_step: jax.Array    # () int32, control steps since reset; callers may set it
     key: jax.Array             # (2,) uint32 PRNG key of this env
     obs: jax.Array             # (48,) policy observation

@@ -12,22 +12,15 @@ from mjx_env.config import TaskConfig
 from mjx_env.math import roll_pitch, rotate_inverse
 from mjx_env.model import Go2Model
 from mjx_env.randomize import NOISE_STREAM, PUSH_STREAM, Randomizer
+from mjx_env.rewards import active_scales, scaled_terms
 from mjx_env.state import State
-
-REWARD_TERMS = ("tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "base_height",
-                "action_rate", "similar_to_default")
-PENALTIES = ("lin_vel_z", "base_height", "action_rate", "similar_to_default")
 
 
 class Go2Task:
     def __init__(self, model: Go2Model, cfg: TaskConfig):
         cfg.validate()
         self.cfg = cfg
-        unknown = set(cfg.reward.scale_dict()) - set(REWARD_TERMS)
-        if unknown:
-            from mjx_env.errors import ConfigError
-            raise ConfigError(f"unknown reward term(s) {sorted(unknown)}; known: {REWARD_TERMS}")
-        self.reward_scales = {k: v * cfg.env.dt for k, v in cfg.reward.scale_dict().items() if v != 0.0}
+        self.reward_scales = active_scales(cfg)
         self.qpos_idx = jnp.asarray(model.qpos_idx)
         self.qvel_idx = jnp.asarray(model.qvel_idx)
         self.bq = model.base_qpos_adr
@@ -93,18 +86,19 @@ class Go2Task:
             policy = policy + u * self.noise_vec
         return policy, critic
 
-    def reward_terms(self, b: dict, commands, action, last_action, penalties_on) -> dict:
-        sigma = self.cfg.reward.tracking_sigma
-        raw = dict(
-            tracking_lin_vel=jnp.exp(-jnp.sum(jnp.square(commands[:2] - b["lin_vel"][:2])) / sigma),
-            tracking_ang_vel=jnp.exp(-jnp.square(commands[2] - b["ang_vel"][2]) / sigma),
-            lin_vel_z=jnp.square(b["lin_vel"][2]),
-            base_height=jnp.square(b["height"] - commands[3]),
-            action_rate=jnp.sum(jnp.square(last_action - action)),
-            similar_to_default=jnp.sum(jnp.abs(b["dof_pos"])),
-        )
-        return {k: raw[k] * s * (penalties_on if k in PENALTIES else 1.0)
-                for k, s in self.reward_scales.items()}
+    def reward_terms(self, b: dict, state: State, action) -> dict:
+        """Scaled terms of a step from `state` with `action` to the state reached (base `b`)."""
+        q = dict(b, commands=state.commands, action=action, last_action=state.last_action,
+                 jump_steps=state.jump_steps, jump_target=state.jump_target)
+        return scaled_terms(q, self.cfg, self.reward_scales)
+
+    def command_jump(self, commands, jump_steps, jump_target, jump, height):
+        """Where `jump`, a jump command of target base height `height` (m), as the reference does:
+        it shows in commands[4] for one step, opens a window of jump_reward_steps unless one is
+        open (a second command inside it does not restart it), and sets the target height."""
+        commands = commands.at[4].set(jnp.where(jump, height, commands[4]))
+        jump_steps = jnp.where(jump & (jump_steps == 0), self.cfg.command.jump_reward_steps, jump_steps)
+        return commands, jump_steps, jnp.where(jump, height, jump_target).astype(jnp.float32)
 
     @staticmethod
     def metrics(b: dict) -> dict:
@@ -124,12 +118,13 @@ class Go2Task:
             commands = commands.at[3].set(self.cfg.command.nominal_height)
         qpos, qvel = self.init_qpos, jnp.zeros(self.nv, jnp.float32)
         zeros_a = jnp.zeros(self.cfg.env.num_actions, jnp.float32)
-        jump_steps = jnp.zeros((), jnp.int32)
+        jump_steps, jump_target = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
         obs, critic = self.observe(self.base(qpos, qvel), commands, zeros_a, jump_steps, noise_key)
         sums = {k: jnp.zeros((), jnp.float32) for k in self.reward_scales}
         f = jnp.zeros((), bool)
         metrics = {k: jnp.zeros_like(v) for k, v in self.metrics(self.base(qpos, qvel)).items()}
         return State(metrics=metrics, qpos=qpos, qvel=qvel, last_action=zeros_a, commands=commands, jump_steps=jump_steps,
+                     jump_target=jump_target,
                      episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, critic_obs=critic,
                      reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, done=f, diverged=f, bad_action=f,
                      reward_terms=dict(sums), episode_sums=dict(sums), final_episode_sums=dict(sums),
@@ -140,6 +135,14 @@ class Go2Task:
         obs, critic = self.observe(self.base(state.qpos, state.qvel), commands, state.last_action,
                                    state.jump_steps)
         return state.replace(commands=commands, obs=obs, critic_obs=critic)
+
+    def with_jump(self, state: State, jump, height) -> State:
+        """Command a jump where `jump` (tools: play, data collection), shown in the observation."""
+        commands, jump_steps, jump_target = self.command_jump(state.commands, state.jump_steps, state.jump_target,
+                                                              jump, height)
+        obs, critic = self.observe(self.base(state.qpos, state.qvel), commands, state.last_action, jump_steps)
+        return state.replace(commands=commands, jump_steps=jump_steps, jump_target=jump_target, obs=obs,
+                             critic_obs=critic)
 
     def push(self, state: State) -> State:
         """Before the physics: kick the base when this env's push timer runs out (pushes on)."""
@@ -177,8 +180,7 @@ class Go2Task:
         qvel = jnp.where(finite, qvel, 0.0)
 
         b = self.base(qpos, qvel)
-        penalties_on = (state.jump_steps == 0).astype(jnp.float32)
-        terms = self.reward_terms(b, state.commands, action, state.last_action, penalties_on)
+        terms = self.reward_terms(b, state, action)
         terms = {k: jnp.where(diverged | bad_action, 0.0, v) for k, v in terms.items()}
         reward = sum(terms.values()) if terms else jnp.zeros(())
 
@@ -196,19 +198,18 @@ class Go2Task:
         resample = (episode_step % c.resample_every(e.dt) == 0) \
             | (jax.random.uniform(k_resample) < c.random_resample_prob)
         commands = jnp.where(resample, self.sample_commands(k_cmd), commands)
-        jump_steps = jnp.maximum(state.jump_steps - 1, 0)
+        jump_steps, jump_target = jnp.maximum(state.jump_steps - 1, 0), state.jump_target
         commands = commands.at[4].set(0.0)                      # a jump command lasts one step
         if c.jumps_enabled and c.fixed is None:
             jump = jax.random.uniform(k_jump) < c.jump_prob
             jump_cmd = jax.random.uniform(k_jump_cmd, minval=c.jump_range[0], maxval=c.jump_range[1])
-            commands = commands.at[4].set(jnp.where(jump, jump_cmd, 0.0))
-            jump_steps = jnp.where(jump & (jump_steps == 0), c.jump_reward_steps, jump_steps)
+            commands, jump_steps, jump_target = self.command_jump(commands, jump_steps, jump_target, jump, jump_cmd)
 
         sums = {k: state.episode_sums[k] + v for k, v in terms.items()}
         obs, critic = self.observe(b, commands, action, jump_steps, key)
         cont = state.replace(qpos=qpos, qvel=qvel, last_action=action, commands=commands,
-                             jump_steps=jump_steps.astype(jnp.int32), episode_step=episode_step, key=key,
-                             obs=obs, critic_obs=critic, episode_sums=sums)
+                             jump_steps=jump_steps.astype(jnp.int32), jump_target=jump_target,
+                             episode_step=episode_step, key=key, obs=obs, critic_obs=critic, episode_sums=sums)
         fresh = self.reset(k_reset).replace(key=key)
         new = jax.tree_util.tree_map(lambda r, k: jnp.where(done, r, k), fresh, cont)
         zero = jnp.zeros((), jnp.float32)
