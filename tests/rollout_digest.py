@@ -2,7 +2,8 @@
 
 Used to show that an option which is off leaves the env unchanged. The digest covers the State
 fields the env had before the jump option (a new field adds to the pytree, so it is left out).
-It exercises periodic and random command resampling, falls, a time-out and a non-finite action.
+It goes through random command resampling, a time-out and a non-finite action (which ends
+that env's episode and resets it).
 
     PYTHONPATH=. python tests/rollout_digest.py        # prints the digest of each backend
 """

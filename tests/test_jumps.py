@@ -203,8 +203,8 @@ def test_backends_agree_on_a_rollout_with_jumps():
     mj_env.close()
 
 
-# Digests of tests/rollout_digest.py with the code of main before the jump option (commit b95e9f6),
-# measured on the development machine. XLA's CPU code depends on the CPU and versions, so elsewhere
+# Digests of tests/rollout_digest.py with the code of main before the jump option (commits b95e9f6 and
+# 1a2b450 give the same), measured on the development machine. XLA's CPU code depends on the CPU and versions, so elsewhere
 # the comparison is skipped.
 RECORDED = {
     "platform": ("x86_64", "AMD EPYC", "0.10.2", "3.17.0"),
@@ -228,7 +228,7 @@ def test_jumps_off_is_bit_identical_to_before(backend):
     if here != RECORDED["platform"] or jax.default_backend() != "cpu":
         pytest.skip(f"digest recorded on (machine, CPU, jax, mujoco) = {RECORDED['platform']}, this is {here}")
     digest, events = rollout_digest(backend, TaskConfig())
-    assert min(events.values()) >= 1, events          # resampling, falls, a time-out, a bad action all happened
+    assert min(events.values()) >= 1, events          # resampling, a reset, a time-out, a bad action happened
     assert digest == RECORDED[backend]
 
 
