@@ -79,8 +79,10 @@ def test_onnx_equals_torch_on_random_and_real_observations(exported, env_observa
                 want = actor(torch.from_numpy(obs)).numpy()
             got = onnx_run(onnx_path, obs)
             assert got.shape == (len(obs), 12)
-            # float32 through two GEMM libraries: 1e-5 absolute, relative for the rare |action| > 1
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+            # float32 through two GEMM libraries: within 1e-5, relative to |action| where it exceeds 1
+            # (measured, shipped policy: 1.9e-6 on env observations, 6.9e-6 relative on N(0, 1) noise)
+            err = np.abs(got - want) / np.maximum(1.0, np.abs(want))
+            assert err.max() <= 1e-5, (name, err.max())
         proto = onnx.load(str(onnx_path))
         assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
         (inp,), (out,) = proto.graph.input, proto.graph.output
