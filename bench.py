@@ -44,13 +44,13 @@ def _sync(devices, out=None):
     synchronize(devices)
 
 
-def measure(fn, sync, min_time: float, warmup: bool = True) -> float:
+def measure(fn, sync, min_time: float, warmup: bool = True, min_reps: int = 3) -> float:
     """Seconds per call: run in growing chunks, wait for the device after each chunk."""
     if warmup:
         sync(fn())      # compilation, caches
     reps, total = 0, 0.0
     chunk = 1
-    while total < min_time or reps < 3:
+    while total < min_time or reps < min_reps:
         t0 = time.perf_counter()
         for _ in range(chunk):
             out = fn()
@@ -337,6 +337,97 @@ def summarize(n, substeps, samples, train_samples, compile_s, order) -> dict:
             "compile_s": compile_s, "train": train, "order": order}
 
 
+def bench_phi(args, devices) -> list:
+    """Φ (mjx_env/dynamics.py): forward and forward+backward of B windows of H control steps.
+
+    Forward is Go2Dynamics.rollout; forward+backward is rollout_vjp then its pullback (what
+    TorchDynamics' backward runs). Programs are compiled ahead of time (compile time apart); memory
+    is XLA's buffer plan of each program (arguments + outputs + temporaries) and the process's peak
+    resident set so far. Samples of the two are interleaved; the ratio is taken within each round.
+    """
+    import resource
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mjx_env.config import TaskConfig
+    from mjx_env.dynamics import Go2Dynamics
+    from mjx_env.env import Go2Env
+
+    cfg = TaskConfig()
+    dyn = Go2Dynamics(cfg=cfg, device=devices.jax)
+    # Standing robots (settled for 25 steps) with small random actions: feet stay in contact.
+    env = Go2Env(1, "mujoco", cfg)
+    s = env.reset(jax.random.PRNGKey(0))
+    for _ in range(25):
+        s = env.step(s, jnp.zeros((1, 12)))
+    x_stand = np.concatenate([s.qpos, s.qvel], axis=1)
+    rng = np.random.default_rng(0)
+
+    def mem(compiled):
+        try:
+            m = compiled.memory_analysis()
+        except Exception:     # not every backend reports it
+            m = None
+        if m is None:
+            return None
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                   - getattr(m, "alias_size_in_bytes", 0))
+
+    out = []
+    for B in args.phi_batch:
+        for H in args.phi_horizon:
+            x0, u_prev, U = dyn.check(np.repeat(x_stand, B, 0), np.zeros((B, 12), np.float32),
+                                      rng.normal(0.0, 0.1, (B, H, 12)).astype(np.float32))
+            W = jax.device_put(jnp.ones((B, H + 1, dyn.nx), dyn.dtype), dyn.device)
+            t0 = time.perf_counter()
+            fwd = dyn._rollout_jit.lower(x0, u_prev, U).compile()
+            t1 = time.perf_counter()
+            vjp = dyn._vjp_jit.lower(x0, u_prev, U).compile()
+            _, pullback = vjp(x0, u_prev, U)
+            pull = dyn._pullback_jit.lower(pullback, W).compile()
+            t2 = time.perf_counter()
+            del pullback
+            # compiled ahead of time: no warm-up call needed (warm=True)
+            layers = {"forward": Layer("forward", lambda: fwd(x0, u_prev, U), lambda o: _sync(devices, o), True),
+                      "forward_backward": Layer("forward_backward", lambda: pull(vjp(x0, u_prev, U)[1], W),
+                                                lambda o: _sync(devices, o), True)}
+            secs = {k: [] for k in layers}
+            for name in schedule(list(layers), args.repeats):
+                secs[name].append(measure(layers[name].fn, layers[name].sync, args.seconds,
+                                          warmup=False, min_reps=1))
+            ratio = summary([b / f for f, b in zip(secs["forward"], secs["forward_backward"])])
+            r = {"B": B, "H": H, "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
+                 "ratio_fwd_bwd_to_fwd": ratio["median"], "ratio_min": ratio["min"], "ratio_max": ratio["max"],
+                 "memory_bytes": {"forward": mem(fwd), "forward_backward_vjp": mem(vjp),
+                                  "forward_backward_pullback": mem(pull)},
+                 "peak_rss_mb_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            for name, xs in secs.items():
+                med = statistics.median(xs)
+                r[name] = {"s": med, "s_min": min(xs), "s_max": max(xs), "windows_per_s": B / med,
+                           "control_steps_per_s": B * H / med, "samples": xs}
+            out.append(r)
+            print(phi_table([r]), flush=True)
+    env.close()
+    return out
+
+
+def phi_table(results) -> str:
+    mb = lambda b: f"{b / 2**20:,.0f} MB" if b else "n/a"
+    rows = []
+    for r in results:
+        f, fb, m = r["forward"], r["forward_backward"], r["memory_bytes"]
+        rows.append(f"phi B={r['B']:<5} H={r['H']:<3} forward {f['windows_per_s']:,.1f} windows/s "
+                    f"({f['control_steps_per_s']:,.0f} steps/s); forward+backward {fb['windows_per_s']:,.1f} "
+                    f"windows/s ({fb['control_steps_per_s']:,.0f} steps/s); ratio {r['ratio_fwd_bwd_to_fwd']:.2f} "
+                    f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]; XLA memory fwd {mb(m['forward'])}, "
+                    f"vjp {mb(m['forward_backward_vjp'])}, pullback {mb(m['forward_backward_pullback'])}; "
+                    f"peak RSS {r['peak_rss_mb_so_far']:,.0f} MB; compile {r['compile_s']['forward']:.0f} s + "
+                    f"{r['compile_s']['forward_backward']:.0f} s")
+    return "\n".join(rows)
+
+
 def table(report) -> str:
     rows = [f"{'envs':>6} {'layer':<15} {'env-steps/s median [min-max]':>32} {'phys-steps/s':>13}  "
             "ratio to the layer beneath, median [min-max] over the rounds"]
@@ -378,6 +469,9 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default=None, metavar="OUT.png", help="env-steps/s of every layer against envs")
     p.add_argument("--from", dest="from_json", default=None, metavar="BENCH.json",
                    help="with --plot: draw an existing report instead of measuring")
+    p.add_argument("--phi", action="store_true", help="benchmark the differentiable rollout Φ instead")
+    p.add_argument("--phi-batch", type=int, nargs="+", default=[128, 1024], help="Φ windows per call (B)")
+    p.add_argument("--phi-horizon", type=int, nargs="+", default=[16, 32], help="Φ window lengths (H)")
     args = p.parse_args(argv)
     try:
         if args.plot:
@@ -413,7 +507,13 @@ def main(argv=None) -> int:
                   "device": devices.name, "threads": args.threads or cpu_threads(), "versions": versions(),
                   "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
                   "results": []}
-        for n in args.num_envs:
+        if args.phi:
+            if min(args.phi_batch + args.phi_horizon) < 1:
+                raise UserError("--phi-batch and --phi-horizon must be >= 1")
+            if args.plot:
+                raise UserError("--plot draws the env layers; it does not go with --phi")
+            report["phi"] = bench_phi(args, devices)
+        for n in [] if args.phi else args.num_envs:
             report["results"].append(bench_count(n, args, devices))
             print(table({"results": report["results"][-1:]}), flush=True)
     except UserError as exc:
@@ -423,7 +523,7 @@ def main(argv=None) -> int:
         json.dump(report, f, indent=1)
     print(f"\n{report['machine']['cpu']}, {report['threads']} threads, device {report['device']}, "
           f"{args.repeats} interleaved rounds")
-    print(table(report))
+    print(phi_table(report["phi"]) if args.phi else table(report))
     print(f"wrote {args.json}")
     if args.plot:
         try:

@@ -12,9 +12,10 @@ them (Go2Task.clean_action: clip to ±clip_actions), the PD targets of step t ar
 Go2Task.pd_targets(action t-1, action t) (with the env's one-step latency: default pose +
 action_scale × action t-1, so step 0 applies u_prev and U[:, H-1] does not reach X), and the physics
 is MjxPhysics.advance, the env's MJX step (substeps × sim_dt, the model's PD actuators and torque
-limits, a cold solver warm-start each period). Gradients are exact: the solver is the scan version
-of MJX's (mjx_env/mjx_patch.py), and each control step is a jax.checkpoint, so the backward pass
-stores one state per step and recomputes the rest.
+limits, a cold solver warm-start each period). Gradients are exact: MJX's solver runs as a
+fixed-length scan that takes the same iterations as MJX's while_loop (mjx_env/mjx_patch.py; the
+env keeps the while_loop, and a test checks both give the same states), and each control step is
+a jax.checkpoint, so the backward pass stores one state per step and recomputes the rest.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class Go2Dynamics:
         self.cfg.validate()
         self.model = load_go2(xml_path, self.cfg.env)
         self.task = Go2Task(self.model, self.cfg)
-        self.physics = MjxPhysics(self.model, self.cfg.env.substeps, device=device)
+        self.physics = MjxPhysics(self.model, self.cfg.env.substeps, device=device, differentiable=True)
         self.nq, self.nv = self.model.nq, self.model.nv
         self.nx, self.nu = self.nq + self.nv, self.cfg.env.num_actions
         self.dtype = self.physics.d0.qpos.dtype     # float32 (float64 if JAX runs with x64)

@@ -1,8 +1,14 @@
 """Φ (mjx_env/dynamics.py): the env's physics, its control law, its gradients, and its input checks.
 
-States come from the shipped walking policy (feet in contact, legs moving). Shapes are kept
-small and shared (B = 2, H = 16) so that each compiled program is built once for the module.
+States come from the shipped walking policy (feet in contact, legs moving). Every rollout here has
+the same shape (B = 2, H = 32), so that each compiled program (forward, VJP, JVP) is built once for
+the module; MJX programs take long to compile on a CPU.
 """
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,26 +21,41 @@ from mjx_env.dynamics import Go2Dynamics
 from mjx_env.env import Go2Env
 from mjx_env.errors import UserError
 
-B, H = 2, 16
+from conftest import REPO
+
+B, H = 2, 32
 CFG = TaskConfig(command=CommandConfig(fixed=(0.6, 0.0, 0.0, 0.3, 0.0)))
 
 
-@pytest.fixture(scope="module")
-def walk():
-    """60 control steps of the shipped policy walking at 0.6 m/s (C MuJoCo backend, quick to build)."""
-    env, actor = Go2Env(B, "mujoco", CFG), load_actor()
+def settle(env, actions):
     s = env.reset(jax.random.PRNGKey(3))
     xs, lasts, acts = [], [], []
-    for _ in range(60):
-        with torch.no_grad():
-            a = actor(torch.from_numpy(np.asarray(s.obs))).numpy()
+    for _ in range(80):
+        a = actions(s)
         xs.append(np.concatenate([s.qpos, s.qvel], axis=1))
         lasts.append(np.asarray(s.last_action))
         acts.append(a)
         s = env.step(s, jnp.asarray(a))
         assert not bool(s.done.any())
     env.close()
-    return np.stack(xs, 1), np.stack(lasts, 1), np.stack(acts, 1)    # (B, 60, 37), (B, 60, 12) x 2
+    return np.stack(xs, 1), np.stack(lasts, 1), np.stack(acts, 1)    # (B, 80, 37), (B, 80, 12) x 2
+
+
+@pytest.fixture(scope="module")
+def walk():
+    """80 control steps of the shipped policy walking at 0.6 m/s (C MuJoCo backend, quick to build)."""
+    env, actor = Go2Env(B, "mujoco", CFG), load_actor()
+
+    def policy(s):
+        with torch.no_grad():
+            return actor(torch.from_numpy(np.array(s.obs))).numpy()
+    return settle(env, policy)
+
+
+@pytest.fixture(scope="module")
+def stand():
+    """80 control steps of standing still with zero actions."""
+    return settle(Go2Env(B, "mujoco", CFG), lambda s: np.zeros((B, 12), np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +63,25 @@ def dyn():
     return Go2Dynamics(cfg=CFG)
 
 
-def window(walk, start, h=H):
-    x, last, acts = walk
-    return jnp.asarray(x[:, start]), jnp.asarray(last[:, start]), jnp.asarray(acts[:, start:start + h])
+def window(data, start):
+    x, last, acts = data
+    return jnp.asarray(x[:, start]), jnp.asarray(last[:, start]), jnp.asarray(acts[:, start:start + H])
 
 
 def test_rollout_is_the_env_mjx_step(walk, dyn):
-    """Φ from a walking state equals the MJX env stepped with the same actions (the same program)."""
-    x0, u_prev, U = window(walk, 30)
+    """Φ from a walking state equals the MJX env stepped with the same actions.
+
+    The env runs MJX's own step (solver outer loop: lax.while_loop); Φ runs mjx_patch's (a scan
+    taking the same iterations), so this also checks the patched solver against MJX's, in contact.
+    """
+    from mujoco import mjx
+
+    from mjx_env import mjx_patch
+
+    x0, u_prev, U = window(walk, 40)
     env = Go2Env(B, "mjx", CFG)
+    assert env.physics._step is mjx.step and dyn.physics._step is mjx_patch.step
+    assert dyn.physics.mx.opt.iterations == 4 and dyn.physics.mx.opt.ls_iterations == 8
     s = env.reset(jax.random.PRNGKey(0))
     s = s.replace(qpos=x0[:, :19], qvel=x0[:, 19:], last_action=u_prev)
     states = [x0]
@@ -63,7 +94,7 @@ def test_rollout_is_the_env_mjx_step(walk, dyn):
     np.testing.assert_array_equal(X[:, 0], x0)
     np.testing.assert_allclose(X, jnp.stack(states, 1), rtol=0, atol=1e-6)
     # it moved: the base travelled forward and the legs swung
-    assert float(jnp.min(X[:, -1, 0] - X[:, 0, 0])) > 0.05
+    assert float(jnp.min(X[:, -1, 0] - X[:, 0, 0])) > 0.1
     assert float(jnp.max(jnp.abs(X[:, 1:, 25:37]))) > 1.0
 
 
@@ -79,23 +110,6 @@ def test_latency_step_t_applies_action_t_minus_1(walk, dyn):
     assert float(jnp.max(jnp.abs(X_prev[:, 1] - X[:, 1]))) > 1e-2
     np.testing.assert_array_equal(X_first[:, 1], X[:, 1])
     assert float(jnp.max(jnp.abs(X_first[:, 2] - X[:, 2]))) > 1e-2
-
-
-def test_scan_solver_equals_mjx_while_loop(walk, dyn):
-    """The scan solver of mjx_patch gives MJX's own (while_loop) physics, from a state in contact."""
-    from mujoco import mjx
-
-    from mjx_env.physics import MjxPhysics
-
-    x0, u_prev, _ = window(walk, 30)
-    ctrl = jax.vmap(dyn.task.pd_targets)(u_prev, u_prev)
-    upstream = MjxPhysics(dyn.model, CFG.env.substeps)
-    upstream._step = mjx.step
-    ours = jax.jit(dyn.physics.advance)(x0[:, :19], x0[:, 19:], ctrl)
-    theirs = jax.jit(upstream.advance)(x0[:, :19], x0[:, 19:], ctrl)
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    assert dyn.physics.mx.opt.iterations == 4 and dyn.physics.mx.opt.ls_iterations == 8
 
 
 @pytest.mark.parametrize("which, bad, needle", [
@@ -118,3 +132,142 @@ def test_bad_input_is_one_clear_error(walk, dyn, which, bad, needle):
         dyn.rollout(**args)
     assert len(str(info.value).splitlines()) == 1
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+# ---- gradients ---------------------------------------------------------------------------------
+def directional(grads, v):
+    return sum(float(jnp.vdot(g, t)) for g, t in zip(grads, v))
+
+
+def random_like(rng, arrays, scale=1.0):
+    return tuple(jnp.asarray(rng.normal(0.0, scale, a.shape), a.dtype) for a in arrays)
+
+
+@pytest.mark.parametrize("h", [16, 32])
+def test_vjp_agrees_with_jvp_while_walking(walk, dyn, h):
+    """<w, J v> two ways: reverse mode (a random linear functional w of X) and forward mode (v).
+
+    h = 16 weighs only X[:, :17], the states an H = 16 window reaches; both use the same programs.
+    """
+    rng = np.random.default_rng(h)
+    args = window(walk, 20)
+    X, pullback = dyn.rollout_vjp(*args)
+    w = jnp.asarray(rng.normal(size=X.shape), jnp.float32).at[:, h + 1:].set(0.0)
+    g = pullback(w)
+    assert float(jnp.abs(g[2][:, h - 1:]).max()) == 0.0   # U[:, h-1] and later reach no weighted state
+    for _ in range(3):
+        v = random_like(rng, args, 0.1)
+        X_jvp, X_dot = jax.jvp(dyn.rollout, args, v)
+        forward, reverse = float(jnp.vdot(w, X_dot)), directional(g, v)
+        assert abs(forward - reverse) <= 1e-3 * abs(forward), (forward, reverse)
+        assert abs(forward) > 1.0          # the physics responds: not an agreement of zeros
+
+
+FD_SCRIPT = r"""
+import json, sys
+import numpy as np
+from mjx_env.config import CommandConfig, TaskConfig
+from mjx_env.dynamics import Go2Dynamics
+p = json.loads(sys.stdin.read())
+dyn = Go2Dynamics(cfg=TaskConfig(command=CommandConfig(fixed=(0.6, 0.0, 0.0, 0.3, 0.0))))
+assert dyn.dtype == np.float64, dyn.dtype
+base = [np.asarray(p[k]) for k in ("x0", "u_prev", "U")]
+# all (direction, sign) pairs as the windows of one batched float64 rollout
+runs = [[a + s * p["eps"] * np.asarray(d) for a, d in zip(base, v)] for v in p["dirs"] for s in (1, -1)]
+X = np.asarray(dyn.rollout(*(np.concatenate(parts) for parts in zip(*runs))))
+L = (X.reshape(len(runs), *base[0].shape[:1], *X.shape[1:]) * np.asarray(p["w"])).sum(axis=(1, 2, 3))
+print(json.dumps(((L[0::2] - L[1::2]) / (2 * p["eps"])).tolist()))
+"""
+
+
+def test_vjp_agrees_with_float64_finite_differences(stand, dyn):
+    """Central differences of the float64 physics (a subprocess, JAX_ENABLE_X64) against the float32
+    VJP, on a smooth segment: standing, feet planted, small actions."""
+    rng = np.random.default_rng(7)
+    x0, u_prev, _ = window(stand, 60)
+    U = jnp.asarray(rng.normal(0.0, 0.1, (B, H, 12)), jnp.float32)
+    w = np.zeros((B, H + 1, 37))
+    w[:, 1:9] = rng.normal(size=(B, 8, 37))            # the first 8 steps (0.16 s)
+    _, pullback = dyn.rollout_vjp(x0, u_prev, U)
+    g = pullback(jnp.asarray(w, jnp.float32))
+    # directions in the joint angles of x0 and in the actions
+    dirs = []
+    for _ in range(3):
+        dx = np.zeros((B, 37))
+        dx[:, 7:19] = rng.normal(size=(B, 12))
+        dirs.append([dx, rng.normal(size=(B, 12)), rng.normal(size=(B, H, 12))])
+    payload = dict(x0=x0.tolist(), u_prev=u_prev.tolist(), U=U.tolist(), w=w.tolist(), eps=1e-5,
+                   dirs=[[a.tolist() for a in v] for v in dirs])
+    r = subprocess.run([sys.executable, "-c", FD_SCRIPT], input=json.dumps(payload), capture_output=True,
+                       text=True, env={**os.environ, "JAX_ENABLE_X64": "1"}, cwd=REPO, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    fd = json.loads(r.stdout.strip().splitlines()[-1])
+    for v, d in zip(dirs, fd):
+        reverse = directional(g, [jnp.asarray(a, jnp.float32) for a in v])
+        assert abs(reverse - d) <= 1e-3 * abs(d), (reverse, d)
+        assert abs(d) > 1.0
+
+
+def test_gradients_over_walking_windows_are_finite(walk, dyn):
+    """The DynaFlow loss, |X - X_demo|^2, over H = 32 windows of walking from zero actions."""
+    x, _, _ = walk
+    norms = []
+    for start in (0, 20, 40):
+        x0, u_prev, U = window(walk, start)
+        target = jnp.asarray(x[:, start:start + H + 1])
+        X, pullback = dyn.rollout_vjp(x0, u_prev, jnp.zeros_like(U))
+        g = pullback(2.0 * (X - target))
+        assert all(bool(jnp.all(jnp.isfinite(a))) for a in g)
+        norms.append(float(jnp.linalg.norm(g[2])))
+    print("gradient norms of |X - X_demo|^2 w.r.t. U over H = 32 walking windows:", norms)
+    assert all(0.0 < n < 1e6 for n in norms)
+
+
+# ---- torch ----------------------------------------------------------------------------------------
+def test_torch_dynamics_equals_jax_and_compiles_once(walk, dyn):
+    from bridge.dynamics import TorchDynamics
+
+    phi = TorchDynamics(dyn)
+    gen = torch.Generator().manual_seed(0)
+
+    def forward_backward(start):
+        jax_args = window(walk, start)
+        args = [torch.from_numpy(np.array(a)).requires_grad_() for a in jax_args]
+        X = phi(*args)
+        w = torch.randn(X.shape, generator=gen)
+        (X * w).sum().backward()
+        X_jax, pullback = dyn.rollout_vjp(*jax_args)
+        np.testing.assert_allclose(X.detach().numpy(), dyn.rollout(*jax_args), rtol=1e-6, atol=0)
+        for a, g in zip(args, pullback(jnp.asarray(w.numpy()))):
+            assert a.grad is not None and a.grad.dtype == torch.float32
+            np.testing.assert_allclose(a.grad.numpy(), g, rtol=1e-6, atol=1e-6 * float(jnp.abs(g).max()))
+        return X
+
+    forward_backward(20)                       # compiles (or reuses) the forward and the VJP
+    compiles = []
+
+    def listener(name, duration, **kw):
+        if "backend_compile" in name:
+            compiles.append(name)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        X = forward_backward(40)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert X.requires_grad and X.shape == (B, H + 1, 37)
+
+
+def test_torch_dynamics_bad_input(walk, dyn):
+    from bridge.dynamics import TorchDynamics
+
+    phi = TorchDynamics(dyn)
+    x0, u_prev, U = (torch.from_numpy(np.array(a)) for a in window(walk, 30))
+    with pytest.raises(UserError, match="U must be a torch tensor"):
+        phi(x0, u_prev, U.numpy())
+    with pytest.raises(UserError, match="float32 or float64 tensors, got torch.int64"):
+        phi(x0, u_prev, U.long())
+    with pytest.raises(UserError, match=r"U must have shape \(B, H, 12\)"):
+        phi(x0, u_prev, U[..., :6])
+    with pytest.raises(UserError, match="x0 holds NaN or inf"):
+        phi(x0 * float("nan"), u_prev, U)
