@@ -91,6 +91,7 @@ def test_training_iteration_split(report):
 @pytest.mark.parametrize("flags, message", [
     (["--num-envs", "0"], "bench.py: error: --num-envs must be >= 1, got 0"),
     (["--repeats", "0"], "bench.py: error: --repeats and --train-iterations must be >= 1, got 0 and 1"),
+    (["--phi", "--phi-horizon", "0"], "bench.py: error: --phi-batch and --phi-horizon must be >= 1"),
 ])
 def test_bad_flag_one_line(tmp_path, flags, message):
     r = subprocess.run([sys.executable, str(REPO / "bench.py"), *flags, "--json", str(tmp_path / "x")],
