@@ -22,12 +22,16 @@ A new layer: write a builder `def my_layers(ctx) -> list[Layer]` and add it to L
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import json
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from importlib import metadata
 from typing import Callable
@@ -86,6 +90,11 @@ def summary(xs: list) -> dict:
     med = statistics.median(xs)
     return {"median": med, "min": min(xs), "max": max(xs),
             "spread": (max(xs) - min(xs)) / med if med else None, "samples": list(xs)}
+
+
+def quietly(fn, *args):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args)
 
 
 def cpu_name() -> str:
@@ -226,14 +235,17 @@ RATIOS = [(a, b) for a, b in BENEATH.items()] + [("mjx_physics", "rollout_mt"), 
 
 
 class TrainTimer:
-    """One PPO iteration per sample, as the runner does it, split into collection and learning."""
+    """One PPO iteration per sample, as train.py runs it (with a log dir, so rsl_rl's logger step,
+    TensorBoard writer and final checkpoint are paid too), split into collection and learning."""
 
     def __init__(self, ctx: Context, backend: str):
         from bridge.runner import Go2Runner, ppo_train_cfg
         from bridge.vec_env import Go2VecEnv
         self.ctx, self.spans = ctx, []
         vec = Go2VecEnv(ctx.envs[backend], seed=1)
-        self.runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg()), log_dir=None, device=str(ctx.devices.torch))
+        log_dir = tempfile.mkdtemp(prefix="bench_train_")
+        ctx.closers.append(lambda: shutil.rmtree(log_dir, ignore_errors=True))
+        self.runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg()), log_dir=log_dir, device=str(ctx.devices.torch))
         update = self.runner.alg.update
 
         def timed_update():
@@ -244,12 +256,13 @@ class TrainTimer:
             self.spans.append(time.perf_counter() - t0)
             return out
         self.runner.alg.update = timed_update
-        self.runner.learn(1)                          # warm-up iteration
+        quietly(self.runner.learn, 1)                 # warm-up iteration
+        self.runner.current_learning_iteration = 1    # no periodic checkpoint (train.py: every 100)
 
     def sample(self, iterations: int) -> dict:
         self.spans.clear()
         t0 = time.perf_counter()
-        self.runner.learn(iterations)
+        quietly(self.runner.learn, iterations)        # its console log goes to a buffer
         self.ctx.sync()
         total = (time.perf_counter() - t0) / iterations
         learn = sum(self.spans) / len(self.spans)
@@ -465,6 +478,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--randomize", action="store_true",
                    help="also time each backend's env step under domain randomization and pushes")
+    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
+                   choices=("highest", "default"),
+                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
     p.add_argument("--json", default="bench.json", help="where to write the JSON report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="env-steps/s of every layer against envs")
     p.add_argument("--from", dest="from_json", default=None, metavar="BENCH.json",
@@ -499,12 +515,12 @@ def main(argv=None) -> int:
         from bridge import device as devmod
         from mjx_env.config import TaskConfig
         from mjx_env.physics import cpu_threads
-        devices = devmod.resolve(args.device)
+        devices = devmod.resolve(args.device, args.matmul_precision)
         if args.train_backends is None:
             auto = "mjx" if devices.is_gpu else "mujoco"
             args.train_backends = [auto] if auto in args.backends else []
         report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
-                  "device": devices.name, "threads": args.threads or cpu_threads(), "versions": versions(),
+                  "device": devices.name, "matmul_precision": args.matmul_precision, "threads": args.threads or cpu_threads(), "versions": versions(),
                   "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
                   "results": []}
         if args.phi:

@@ -153,6 +153,7 @@ def collect(args) -> dict:
     import jax.numpy as jnp
     import torch
 
+    from bridge.device import resolve
     from bridge.policy import SHIPPED_POLICY, load_actor
     from bridge.runner import atomic_write
     from bridge.vec_env import to_torch
@@ -173,9 +174,10 @@ def collect(args) -> dict:
                                            jumps_enabled=args.jump is not None, jump_prob=0.0))
     jump_every = jump_schedule(args, cfg)
     checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY
-    actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
+    devices = resolve(args.device if args.backend == "mjx" else "cpu", args.matmul_precision)
+    actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions).to(devices.torch)  # where the env is
     n = min(args.num_envs, args.episodes)
-    env = Go2Env(n, args.backend, cfg, xml_path=args.xml_path)
+    env = Go2Env(n, args.backend, cfg, xml_path=args.xml_path, device=devices.jax)
     probe = FootProbe(env.model)
     go2, task = env.model, env.task
     rng = np.random.default_rng(args.seed)
@@ -369,6 +371,11 @@ def parse_args(argv=None):
     p.add_argument("--jump-every", type=float, default=2.0, metavar="S", help="seconds between jump commands")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="mujoco")
+    p.add_argument("--device", default=None, help="device of the mjx backend and the actor, as in train.py "
+                                                  "(cuda:0 when torch and JAX both see a GPU); mujoco: cpu")
+    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
+                   choices=("highest", "default"),
+                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)
     p.add_argument("--randomize", action="store_true", help="collect under domain randomization (per-env physics)")
     p.add_argument("--push", type=float, default=0.0, metavar="M", help="kick the base by M m/s every --push-every s")

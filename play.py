@@ -42,6 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--height", type=float, nargs="+", default=[0.3], help="base height command (m)")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)
     p.add_argument("--backend", default="mujoco", help="mujoco (default) or mjx")
+    p.add_argument("--device", default=None, help="device of the mjx backend and the actor, as in train.py "
+                                                  "(cuda:0 when torch and JAX both see a GPU); mujoco: cpu")
+    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
+                   choices=("highest", "default"),
+                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
     p.add_argument("--video", default=None, metavar="OUT.mp4", help="render env --video-env to an MP4")
     p.add_argument("--video-env", type=int, default=0)
     p.add_argument("--width", type=int, default=640)
@@ -199,6 +204,7 @@ def evaluate(args) -> dict:
     import torch
     from tqdm import tqdm
 
+    from bridge.device import resolve
     from bridge.policy import load_actor
     from plots import TrackingTrace
     from bridge.vec_env import to_torch
@@ -215,8 +221,9 @@ def evaluate(args) -> dict:
         check_target(args.plot)
     cfg = eval_config(args)
     jump_every = jump_schedule(args, cfg)
-    actor = load_actor(args.checkpoint, cfg.obs.num_obs, cfg.env.num_actions)
-    env = Go2Env(args.num_envs, args.backend, cfg, xml_path=args.xml_path)
+    devices = resolve(args.device if args.backend == "mjx" else "cpu", args.matmul_precision)
+    actor = load_actor(args.checkpoint, cfg.obs.num_obs, cfg.env.num_actions).to(devices.torch)  # where the env is
+    env = Go2Env(args.num_envs, args.backend, cfg, xml_path=args.xml_path, device=devices.jax)
     video = None
     if args.video:
         if not 0 <= args.video_env < args.num_envs:

@@ -34,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument("-B", "--num_envs", type=int, default=4096, help="parallel environments")
     p.add_argument("--max_iterations", type=int, default=10000, help="PPO iterations to run (more, on --resume)")
     p.add_argument("--device", default=None, help="cuda:0 when torch and JAX both see a GPU, else cpu")
+    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
+                   choices=("highest", "default"),
+                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None,
                    help="Go2 MJCF (default Unitree_go2/go2_mjx_gym.xml)")
     p.add_argument("--backend", default="auto", help="auto (mjx on GPU, mujoco on CPU), mjx or mujoco")
@@ -158,7 +161,7 @@ def run(args, group: Group) -> int:
                             "(or use --logger tensorboard)") from None
 
     from bridge import device as devmod
-    devices = devmod.resolve(args.device)
+    devices = devmod.resolve(args.device, args.matmul_precision)
     backend = args.backend if args.backend != "auto" else ("mjx" if devices.is_gpu else "mujoco")
 
     import numpy as np
@@ -210,7 +213,7 @@ def run(args, group: Group) -> int:
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
                      backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
                      init_actor=args.init_actor, randomization=dataclasses.asdict(cfg.randomization),
-                     world_size=group.world_size)
+                     world_size=group.world_size, matmul_precision=args.matmul_precision)
     # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
     cfgs_path = log_dir / "cfgs.pkl"
     if args.resume and cfgs_path.exists():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from rsl_rl.runners import OnPolicyRunner
+from rsl_rl.utils.logger import Logger
 
 from mjx_env.errors import UserError, first_line
 
@@ -21,6 +22,10 @@ def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict
     return {
         "num_steps_per_env": num_steps_per_env,
         "save_interval": save_interval,
+        # rsl_rl's NaN check costs four device-to-host syncs per env step. The env never hands
+        # out a non-finite value: it resets diverged envs and replaces non-finite actions
+        # (counted in Episode/diverged_envs and Episode/bad_actions).
+        "check_for_nan": False,
         "logger": "tensorboard",
         "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
         "actor": dict(mlp, distribution_cfg={"class_name": "GaussianDistribution", "init_std": 1.0}),
@@ -69,7 +74,49 @@ def atomic_pickle(obj, path) -> None:
     atomic_write(path, write)
 
 
+class DeviceLogger(Logger):
+    """rsl_rl's Logger without a device-to-host sync per env step: the returns and lengths of
+    the episodes that end stay on the device until log() (once per iteration), then fill the
+    same last-100 buffers in the same order as rsl_rl's own process_env_step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ended = []      # per step: (ended mask, episode returns, episode lengths)
+
+    def process_env_step(self, rewards, dones, extras, intrinsic_rewards=None) -> None:
+        if self.writer is None or intrinsic_rewards is not None:     # nothing logged / RND: rsl_rl's own
+            return super().process_env_step(rewards, dones, extras, intrinsic_rewards)
+        if "episode" in extras:
+            self.ep_extras.append(extras["episode"])
+        elif "log" in extras:
+            self.ep_extras.append(extras["log"])
+        self.cur_reward_sum += rewards
+        self.cur_episode_length += 1
+        ended = dones > 0
+        self._ended.append((ended, self.cur_reward_sum.clone(), self.cur_episode_length.clone()))
+        self.cur_reward_sum.masked_fill_(ended, 0)
+        self.cur_episode_length.masked_fill_(ended, 0)
+
+    def hand_over(self) -> None:
+        """Move the episodes that ended since the last call into rewbuffer and lenbuffer."""
+        if self._ended:
+            ended, returns, lengths = (torch.stack(x) for x in zip(*self._ended))
+            self._ended.clear()
+            self.rewbuffer.extend(returns[ended].tolist())     # step-major, env index within a step
+            self.lenbuffer.extend(lengths[ended].tolist())
+
+    def log(self, *args, **kwargs) -> None:
+        self.hand_over()
+        super().log(*args, **kwargs)
+
+
 class Go2Runner(OnPolicyRunner):
+    def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu"):
+        super().__init__(env, train_cfg, log_dir=log_dir, device=device)
+        self.logger = DeviceLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,
+                                   is_distributed=self.is_distributed, gpu_world_size=self.gpu_world_size,
+                                   gpu_global_rank=self.gpu_global_rank, device=self.device)
+
     def _configure_multi_gpu(self) -> None:
         """Data-parallel PPO on the process group bridge.distributed started.
 

@@ -3,8 +3,8 @@
 Observations, rewards, dones and time-outs handed to rsl_rl are torch views of the JAX
 arrays of the new state (torch.from_dlpack), and the policy's actions enter JAX as a view
 of the torch tensor (jax.dlpack.from_dlpack). Nothing crosses to the host in step(): the
-per-term episode rewards are accumulated on the device and handed to rsl_rl's logger once
-per rollout.
+per-term episode rewards are accumulated on the device, inside one jitted JAX function, and
+handed to rsl_rl's logger once per rollout.
 """
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def to_jax(t: torch.Tensor) -> jax.Array:
     return jax.dlpack.from_dlpack(t.detach().contiguous())
 
 
+def _tally(acc: jax.Array, final_episode_sums: dict, done, diverged, bad_action) -> jax.Array:
+    # final_episode_sums is zero for envs that did not finish, so plain sums are right.
+    sums = [v.sum() for v in final_episode_sums.values()]
+    return acc + jnp.stack([x.astype(jnp.float32) for x in sums + [done.sum(), diverged.sum(), bad_action.sum()]])
+
+
 class Go2VecEnv(VecEnv):
     def __init__(self, env: Go2Env, seed: int = 0, log_every: int = 24):
         self.env = env
@@ -37,12 +43,13 @@ class Go2VecEnv(VecEnv):
         self.device = to_torch(self.state.reward).device
         self.log_every = max(1, int(log_every))   # = num_steps_per_env: one log entry per rollout
         self._steps = 0
-        terms = list(self.state.final_episode_sums)
-        self._term_keys = [f"rew_{k}" for k in terms]
-        self._acc = torch.zeros(len(terms), device=self.device)
-        self._count = torch.zeros((), device=self.device)
-        self._events = torch.zeros(2, device=self.device)
-        self._last = torch.zeros(len(terms), device=self.device)
+        self._term_keys = [f"rew_{k}" for k in self.state.final_episode_sums]
+        # Episode statistics of one rollout, summed on the env's device by one small jitted
+        # function: [per-term sums of the episodes that ended..., episodes ended, diverged, bad actions].
+        self._tally = jax.jit(_tally)
+        self._zero = jax.device_put(jnp.zeros(len(self._term_keys) + 3, jnp.float32), self.state.reward.device)
+        self._acc = self._zero
+        self._last = torch.zeros(len(self._term_keys), device=self.device)
         self._episode_s = env.cfg.env.episode_length_s
 
     # ---- rsl_rl interface --------------------------------------------------------------------
@@ -60,41 +67,32 @@ class Go2VecEnv(VecEnv):
         return self._obs()
 
     def step(self, actions: torch.Tensor):
-        self.state = self.env.step(self.state, to_jax(actions.to(self.device, torch.float32)))
-        s = self.state
-        dones = to_torch(s.done)
+        # DLPack crossings per step: the action in; obs, critic obs, reward, done, time-out out.
+        self.state = s = self.env.step(self.state, to_jax(actions.to(self.device, torch.float32)))
+        self._acc = self._tally(self._acc, s.final_episode_sums, s.done, s.diverged, s.bad_action)
         extras = {"time_outs": to_torch(s.time_out)}
-        self._accumulate(s, dones)
         self._steps += 1
         if self._steps % self.log_every == 0:
             extras["episode"] = self._flush()
-        return self._obs(), to_torch(s.reward), dones, extras
+        return self._obs(), to_torch(s.reward), to_torch(s.done), extras
 
     # ---- helpers -----------------------------------------------------------------------------
     def _obs(self) -> TensorDict:
         return TensorDict({"policy": to_torch(self.state.obs), "critic": to_torch(self.state.critic_obs)},
                           batch_size=[self.num_envs], device=self.device)
 
-    def _accumulate(self, s, dones: torch.Tensor) -> None:
-        # final_episode_sums is zero for envs that did not finish, so plain sums are right.
-        sums = torch.stack([to_torch(v) for v in s.final_episode_sums.values()])
-        self._acc += sums.sum(dim=1)
-        self._count += dones.sum()
-        self._events[0] += to_torch(s.diverged).sum()
-        self._events[1] += to_torch(s.bad_action).sum()
-
     def _flush(self) -> dict:
         # Mean over the episodes that ended in this rollout, per second of episode (as the
         # reference logs it); a rollout where none ended repeats the last value.
-        mean = torch.where(self._count > 0, self._acc / self._count.clamp(min=1) / self._episode_s, self._last)
+        acc = to_torch(self._acc)
+        self._acc = self._zero
+        k = len(self._term_keys)
+        count = acc[k]
+        mean = torch.where(count > 0, acc[:k] / count.clamp(min=1) / self._episode_s, self._last)
         self._last = mean
-        out = {k: mean[i].clone() for i, k in enumerate(self._term_keys)}
-        out["diverged_envs"] = self._events[0].clone()
-        out["bad_actions"] = self._events[1].clone()
+        out = {key: mean[i] for i, key in enumerate(self._term_keys)}
+        out["diverged_envs"], out["bad_actions"] = acc[k + 1], acc[k + 2]
         out.update(self._randomization_stats())
-        self._acc.zero_()
-        self._count.zero_()
-        self._events.zero_()
         return out
 
     def _randomization_stats(self) -> dict:

@@ -10,8 +10,11 @@ for all substeps, so the same state and ctrl give the same physics up to float p
 """
 from __future__ import annotations
 
-import logging
+import contextlib
+import io
 import os
+import re
+import sys
 
 import jax
 import mujoco
@@ -24,8 +27,16 @@ BACKENDS = ("mjx", "mujoco")
 
 
 def _import_mjx():
-    # mujoco.mjx logs that the optional Warp implementation is absent; it is not used here.
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    # mujoco.mjx (3.17, mujoco/mjx/warp/__init__.py) print()s "Failed to import warp: ..." when the
+    # optional Warp implementation is absent; it is not used here. It is a print, not a log
+    # record, so only those lines of the import's stdout are dropped: no logger is touched
+    # (JAX_LOG_COMPILES and every other log keep working), anything else printed is passed on.
+    if "mujoco.mjx" not in sys.modules:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            from mujoco import mjx  # noqa: F401
+        kept = [l for l in out.getvalue().splitlines(True) if not re.match(r"Failed to import (mujoco_)?warp\b", l)]
+        sys.stdout.write("".join(kept))
     from mujoco import mjx
     return mjx
 

@@ -1,11 +1,9 @@
-import logging
 import os
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-logging.getLogger().setLevel(logging.ERROR)  # mujoco.mjx reports that the optional Warp is absent
 
 REPO = Path(__file__).resolve().parent.parent
 OWN_XML = REPO / "Unitree_go2" / "go2_mjx_gym.xml"
