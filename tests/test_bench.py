@@ -3,6 +3,7 @@
 No time is asserted: only the report's structure, its arithmetic and the measuring order."""
 import json
 import statistics
+from pathlib import Path
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ REPEATS = 3
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--num-envs", "2", "8", "--seconds", "0.02",
+    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--device", "cpu", "--num-envs", "2", "8", "--seconds", "0.02",
                         "--repeats", str(REPEATS), "--json", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -97,3 +98,21 @@ def test_bad_flag_one_line(tmp_path, flags, message):
     r = subprocess.run([sys.executable, str(REPO / "bench.py"), *flags, "--json", str(tmp_path / "x")],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == message
+
+
+def test_training_layer_runs_what_train_py_runs(monkeypatch, tmp_path):
+    """With a log dir: rsl_rl's logger step and writer run, as in train.py; the temp dir is removed."""
+    import bench
+    from bridge.runner import DeviceLogger
+    loggers, log = [], DeviceLogger.log
+
+    def recorded(self, *a, **kw):
+        loggers.append(self)
+        return log(self, *a, **kw)
+    monkeypatch.setattr(DeviceLogger, "log", recorded)
+    assert bench.main(["--device", "cpu", "--backends", "mujoco", "--num-envs", "2", "--seconds", "0.01",
+                       "--repeats", "1", "--train-iterations", "1", "--json", str(tmp_path / "b.json")]) == 0
+    assert len(loggers) == 2 and loggers[0] is loggers[1]       # the warm-up and the timed iteration
+    logger = loggers[0]
+    assert logger.writer is not None and logger.tot_timesteps == 2 * 24 * 2
+    assert not Path(logger.log_dir).exists()

@@ -101,3 +101,4 @@ def test_three_iterations_compile_nothing_after_the_first_step(mjx_vec):
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
     assert mjx_vec.env.step._cache_size() == before == 1
+    assert mjx_vec._tally._cache_size() == 1                # the episode tallies, beside the step

@@ -1,5 +1,6 @@
 """train.py end to end, as a user runs it: files written, checkpoints load and act, resume, bad input."""
 import copy
+import os
 import pickle
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from conftest import REPO
 SMOKE = ["--device", "cpu", "--num_envs", "64", "--max_iterations", "3", "--exp_name", "smoke"]
 
 
-def train(*args, log_root, timeout=600):
+def train(*args, log_root, timeout=600, env=None):
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args, "--log_root", str(log_root)],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def scalar_tags(log_dir: Path) -> set:
@@ -31,8 +33,9 @@ def scalar_tags(log_dir: Path) -> set:
 @pytest.fixture(scope="module", params=["mujoco", "mjx"])
 def smoke_run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"logs_{request.param}")
-    r = train(*SMOKE, "--backend", request.param, log_root=root)
+    r = train(*SMOKE, "--backend", request.param, log_root=root, env={"JAX_LOG_COMPILES": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
+    (root / "smoke" / "stderr.txt").write_text(r.stderr)
     return request.param, root / "smoke"
 
 
@@ -49,6 +52,16 @@ def test_smoke_run_writes_checkpoints_cfgs_and_events(smoke_run):
                  "similar_to_default"):
         assert f"Episode/rew_{term}" in tags
     assert "Train/mean_reward" in tags and "Loss/surrogate" in tags
+
+
+def test_env_step_compiles_once_in_three_iterations(smoke_run):
+    """JAX_LOG_COMPILES reaches the user (no logger is silenced) and shows each step function
+    compiled exactly once over the whole run."""
+    backend, log_dir = smoke_run
+    log = (log_dir / "stderr.txt").read_text()
+    steps = ["jit(step)", "jit(_tally)"] if backend == "mjx" else ["jit(before)", "jit(after)", "jit(_tally)"]
+    for fn in steps:
+        assert log.count(f"Compiling {fn} ") == 1, fn
 
 
 def test_checkpoint_acts_on_a_fresh_env(smoke_run):
@@ -100,7 +113,8 @@ def _one_line_error(r, *needles):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--device", "cuda"], ["device cuda", "no CUDA GPU", "--device cpu"]),
+    # never a device here: no CUDA (CPU machine), no JAX plugin, or too few GPUs; all say the same
+    (["--device", "cuda:99"], ["device cuda:99", "--device cpu"]),
     (["--num_envs", "0"], ["--num_envs must be >= 1"]),
     (["--backend", "bullet"], ["unknown --backend 'bullet'"]),
     (["--resume", "missing.pt"], ["checkpoint not found: missing.pt"]),
