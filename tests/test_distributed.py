@@ -181,9 +181,8 @@ def test_rank_and_device_follow_torchrun_env(monkeypatch):
 
 
 # ---- collection ----------------------------------------------------------------------------------
-COLLECT = dict(checkpoint=None, episodes=3, num_envs=2, duration=0.3, grid=False, vx=[0.0, 1.0], vy=[0.0],
-               yaw=[0.0], height=[0.3], drop_falls=False, seed=5, backend="mujoco", xml_path=None, no_progress=True,
-               randomize=False, push=0.0, push_every=4.0)
+COLLECT = ["--episodes", "3", "--num_envs", "2", "--duration", "0.3", "--seed", "5", "--backend", "mujoco",
+           "--no-progress"]
 
 
 def collect_part(out, **kw):
@@ -193,7 +192,9 @@ def collect_part(out, **kw):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        collect_trajectories.collect(argparse.Namespace(**dict(COLLECT, out=str(out), **kw)))
+        # the command line's own defaults for every flag not given (new flags need no edit here)
+        args = collect_trajectories.parse_args(COLLECT + ["--out", str(out)])
+        collect_trajectories.collect(argparse.Namespace(**dict(vars(args), **kw)))
     finally:
         torch.set_num_threads(threads)
     return out
