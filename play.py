@@ -182,7 +182,7 @@ class VideoWriter:
         self.m, self.d = m, mujoco.MjData(m)
         self.cam = mujoco.MjvCamera()
         self.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-        self.cam.trackbodyid = int(m.jnt_bodyid[[j for j in range(m.njnt) if m.jnt_type[j] == 0][0]])
+        self.cam.trackbodyid = env.model.base_body
         self.cam.distance, self.cam.elevation, self.cam.azimuth = 1.6, -20.0, 120.0
         self.writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1)
         self.mujoco = mujoco

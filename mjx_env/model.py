@@ -30,6 +30,7 @@ class Go2Model:
     qvel_idx: np.ndarray      # (12,) dof address of each joint
     base_qpos_adr: int        # free joint: pos at [adr, adr+3), quat (w,x,y,z) at [adr+3, adr+7)
     base_qvel_adr: int        # free joint: world linear vel [adr, adr+3), body angular vel [adr+3, adr+6)
+    base_body: int            # body id of the floating base (the free joint's body)
     foot_geom_ids: tuple      # (4,) geom id of each foot in LEGS order, -1 if not found
     init_qpos: np.ndarray     # (nq,) base at its initial pose, joints at the default angles
     # The same physics without textures and visual-only meshes (a few kB instead of MBs): the
@@ -146,7 +147,7 @@ def load_go2(xml_path: str | os.PathLike | None, cfg: EnvConfig) -> Go2Model:
     return Go2Model(
         physics_mj_model=lean if lean is not None else m,
         mj_model=m, xml_path=str(xml_path), qpos_idx=qpos_idx, qvel_idx=qvel_idx,
-        base_qpos_adr=base_qpos_adr, base_qvel_adr=base_qvel_adr,
+        base_qpos_adr=base_qpos_adr, base_qvel_adr=base_qvel_adr, base_body=int(m.jnt_bodyid[free[0]]),
         foot_geom_ids=tuple(_find_foot(m, leg) for leg in LEGS), init_qpos=init_qpos,
     )
 

@@ -9,6 +9,7 @@ Pushes and observation noise are task code, shared by both backends like every o
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import jax
@@ -33,7 +34,7 @@ class Randomizer:
         self.cfg = r = cfg.randomization
         self.dt = cfg.env.dt
         m = model.mj_model
-        self.base_body = int(m.jnt_bodyid[[j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE][0]])
+        self.base_body = model.base_body
         self.bv = model.base_qvel_adr
         self.dofs = np.asarray(model.qvel_idx)
         feet = [g for g in model.foot_geom_ids if g >= 0]
@@ -97,7 +98,7 @@ class Randomizer:
         the value itself comes from the draws at every step."""
         if not (self.cfg.enabled and self.cfg.joint_frictionloss_range[1] > 0):
             return m
-        m = _copy_model(m)
+        m = copy.copy(m)
         m.dof_frictionloss[self.dofs] = np.maximum(m.dof_frictionloss[self.dofs], 1e-3)
         return m
 
@@ -127,11 +128,6 @@ class Randomizer:
         dv = jnp.where(kick, mag, 0.0) * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
         qvel = qvel.at[self.bv:self.bv + 2].add(dv)
         return qvel, jnp.where(kick, self.push_interval(k_next), countdown)
-
-
-def _copy_model(m: mujoco.MjModel) -> mujoco.MjModel:
-    import copy
-    return copy.copy(m)
 
 
 def write_fields(models: list, fields: dict, rows) -> None:
