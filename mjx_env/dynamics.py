@@ -12,10 +12,11 @@ them (Go2Task.clean_action: clip to ±clip_actions), the PD targets of step t ar
 Go2Task.pd_targets(action t-1, action t) (with the env's one-step latency: default pose +
 action_scale × action t-1, so step 0 applies u_prev and U[:, H-1] does not reach X), and the physics
 is MjxPhysics.advance, the env's MJX step (substeps × sim_dt, the model's PD actuators and torque
-limits, a cold solver warm-start each period). Gradients are exact: MJX's solver runs as a
-fixed-length scan that takes the same iterations as MJX's while_loop (mjx_env/mjx_patch.py; the
-env keeps the while_loop, and a test checks both give the same states), and each control step is
-a jax.checkpoint, so the backward pass stores one state per step and recomputes the rest.
+limits, a cold solver warm-start each period). Gradients are exact: the forward pass is MJX's own
+solver, untouched, and its derivative comes from the implicit function theorem at the solver's
+solution (mjx_env/mjx_patch.py; a test checks Φ against the env's states, and its gradients against
+finite differences in float64); each control step is a jax.checkpoint, so the backward pass stores
+one state per step and recomputes the rest.
 """
 from __future__ import annotations
 

@@ -66,9 +66,8 @@ class MjxPhysics:
         self.d0 = mjx.make_data(self.mx, device=device, impl="jax")
         self._step = mjx.step
         if differentiable:
-            # Φ's physics: MJX's step with its solver loop as a fixed-length scan (mjx_patch), the
-            # same numbers but reverse-differentiable. The env keeps MJX's while_loop, which stops
-            # when every env has converged: on this CPU the scan made 512 standing envs 2x slower.
+            # Φ's physics: MJX's step, the same numbers, with its constraint solve differentiated
+            # implicitly (mjx_patch), as JAX cannot reverse-differentiate the solver's while_loop.
             from mjx_env import mjx_patch
             self._step = mjx_patch.step
 

@@ -4,6 +4,10 @@ States come from the shipped walking policy (feet in contact, legs moving). Ever
 the same shape (B = 2, H = 32), so that each compiled program (forward, VJP, JVP) is built once for
 the module; MJX programs take long to compile on a CPU.
 """
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,8 +62,8 @@ def window(data, start):
 def test_rollout_is_the_env_mjx_step(walk, dyn):
     """Φ from a walking state equals the MJX env stepped with the same actions.
 
-    The env runs MJX's own step (solver outer loop: lax.while_loop); Φ runs mjx_patch's (a scan
-    taking the same iterations), so this also checks the patched solver against MJX's, in contact.
+    The env runs MJX's own step; Φ runs mjx_patch's (the same solver, differentiated implicitly), so
+    the states must be the same numbers.
     """
     from mujoco import mjx
 
@@ -79,7 +83,7 @@ def test_rollout_is_the_env_mjx_step(walk, dyn):
     X = dyn.rollout(x0, u_prev, U)
     assert X.shape == (B, H + 1, 37) and X.dtype == jnp.float32
     np.testing.assert_array_equal(X[:, 0], x0)
-    np.testing.assert_allclose(X, jnp.stack(states, 1), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(X, jnp.stack(states, 1))
     # it moved: the base travelled forward and the legs swung
     assert float(jnp.min(X[:, -1, 0] - X[:, 0, 0])) > 0.1
     assert float(jnp.max(jnp.abs(X[:, 1:, 25:37]))) > 1.0
@@ -148,6 +152,30 @@ def test_vjp_agrees_with_jvp_while_walking(walk, dyn, h):
         forward, reverse = float(jnp.vdot(w, X_dot)), directional(g, v)
         assert abs(forward - reverse) <= 1e-3 * abs(forward), (forward, reverse)
         assert abs(forward) > 1.0          # the physics responds: not an agreement of zeros
+
+
+def test_vjp_agrees_with_finite_differences(dyn, tmp_path):
+    """Reverse mode against central differences of the float64 physics, on a smooth segment.
+
+    tests/fd_float64.py runs Φ in float64 (x64 is process-wide) and saves the inputs, its VJP and the
+    differences; here the float32 VJP of the same functional and direction is checked against them
+    too. (Differentiating through the solver's iterations instead gave -262 here in float32, where
+    the physics' derivative is 147.6.)
+    """
+    out = tmp_path / "fd.npz"
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("fd_float64.py")), str(out)],
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    z = np.load(out)
+    assert str(z["dtype"]) == "float64"
+    fd, vjp = z["fd"], float(z["vjp"])
+    assert abs(fd[1] - fd[0]) <= 1e-4 * abs(fd[1])                 # the differences have converged
+    assert abs(vjp - fd[1]) <= 1e-6 * abs(fd[1]), (vjp, fd)      # measured: 7e-8
+    assert abs(vjp) > 10.0
+    _, pullback = dyn.rollout_vjp(z["x0"], z["u_prev"], z["U"])
+    g = pullback(z["w"])
+    vjp32 = sum(float(jnp.vdot(a, jnp.asarray(b, jnp.float32))) for a, b in zip(g, (z["v_x0"], z["v_u_prev"], z["v_U"])))
+    assert abs(vjp32 - fd[1]) <= 1e-2 * abs(fd[1]), (vjp32, fd)  # measured: 1.9e-3
 
 
 def test_gradients_over_walking_windows_are_finite(walk, dyn):
