@@ -57,6 +57,13 @@ def parse_args(argv=None):
                    help="uniform observation noise on the policy's inputs, as legged_gym")
     p.add_argument("--jumps", action="store_true",
                    help="the reference's jump task: random jump commands and the four jump rewards")
+    p.add_argument("--init-noise-std", "--init_noise_std", dest="init_noise_std", type=float, default=None,
+                   help="initial action noise std of the Gaussian policy (seed: 1.0); a new run only")
+    p.add_argument("--entropy-coef", "--entropy_coef", dest="entropy_coef", type=float, default=None,
+                   help="PPO entropy bonus (seed: 0.01)")
+    p.add_argument("--final-noise-std", "--final_noise_std", dest="final_noise_std", type=float, default=None,
+                   help="over the second half of the run, lower the action noise std linearly to this "
+                        "value (the policy is deployed noise-free; see the README)")
     p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
                    help="start the actor (not the critic or optimizer) from a checkpoint or exported actor")
     return p.parse_args(argv)
@@ -176,6 +183,18 @@ def run(args, group: Group) -> int:
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
     log_dir = Path(args.log_root) / args.exp_name
     train_cfg = ppo_train_cfg(save_interval=args.save_interval)
+    if args.init_noise_std is not None:
+        if not args.init_noise_std > 0:
+            raise UserError(f"--init-noise-std must be > 0, got {args.init_noise_std}")
+        if args.resume:
+            raise UserError("--init-noise-std sets a new run's noise; a resumed run keeps its checkpoint's")
+        train_cfg["actor"]["distribution_cfg"]["init_std"] = args.init_noise_std
+    if args.entropy_coef is not None:
+        if not args.entropy_coef >= 0:
+            raise UserError(f"--entropy-coef must be >= 0, got {args.entropy_coef}")
+        train_cfg["algorithm"]["entropy_coef"] = args.entropy_coef
+    if args.final_noise_std is not None and not args.final_noise_std > 0:
+        raise UserError(f"--final-noise-std must be > 0, got {args.final_noise_std}")
 
     start_it = 0
     ckpt = None
@@ -212,7 +231,8 @@ def run(args, group: Group) -> int:
     saved_cfg = copy.deepcopy(train_cfg)
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
                      backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
-                     init_actor=args.init_actor, randomization=dataclasses.asdict(cfg.randomization),
+                     init_actor=args.init_actor, final_noise_std=args.final_noise_std,
+                     randomization=dataclasses.asdict(cfg.randomization),
                      world_size=group.world_size, matmul_precision=args.matmul_precision)
     # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
     cfgs_path = log_dir / "cfgs.pkl"
@@ -231,6 +251,12 @@ def run(args, group: Group) -> int:
         init_actor(runner, args.init_actor)
         print(f"[train] actor initialised from {args.init_actor}; critic and optimizer start fresh")
 
+    anneal = None
+    if args.final_noise_std is not None:
+        from bridge.runner import NoiseAnneal
+        anneal = NoiseAnneal(runner.alg.actor, start_it, args.max_iterations, args.final_noise_std)
+        anneal.apply(start_it)
+
     rss_start = resident_mib()
     stop = {"stop": None}
     install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed)
@@ -238,6 +264,8 @@ def run(args, group: Group) -> int:
 
     def log_then_maybe_stop(*a, **kw):
         log(*a, **kw)
+        if anneal is not None:                        # the next iteration's noise
+            anneal.apply(runner.current_learning_iteration + 1)
         if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested
     runner.logger.log = log_then_maybe_stop

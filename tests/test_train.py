@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import REPO
+from mjx_env.errors import UserError
 
 SMOKE = ["--device", "cpu", "--num_envs", "64", "--max_iterations", "3", "--exp_name", "smoke"]
 
@@ -93,8 +95,11 @@ def test_resume_continues_the_count(smoke_run):
     backend, log_dir = smoke_run
     before = (log_dir / "model_2.pt").read_bytes()
     r = train("--device", "cpu", "--num_envs", "64", "--max_iterations", "2", "--exp_name", "smoke",
-              "--backend", backend, "--resume", str(log_dir / "model_2.pt"), log_root=log_dir.parent)
+              "--backend", backend, "--resume", str(log_dir / "model_2.pt"), "--entropy-coef", "0.002",
+              log_root=log_dir.parent)
     assert r.returncode == 0, r.stderr[-2000:]
+    resumed_cfg = pickle.loads((log_dir / "cfgs_resume_3.pkl").read_bytes())[-1]
+    assert resumed_cfg["algorithm"]["entropy_coef"] == 0.002
     assert (log_dir / "model_4.pt").is_file() and not (log_dir / "model_3.pt").exists()
     assert torch.load(log_dir / "model_4.pt", weights_only=False)["iter"] == 4
     assert (log_dir / "model_2.pt").read_bytes() == before          # never overwritten
@@ -120,6 +125,9 @@ def _one_line_error(r, *needles):
     (["--resume", "missing.pt"], ["checkpoint not found: missing.pt"]),
     (["--xml-path", "missing.xml"], ["model file not found: missing.xml"]),
     (["--num_envs", "many"], ["invalid int value: 'many'"]),
+    (["--init-noise-std", "0"], ["--init-noise-std must be > 0"]),
+    (["--entropy-coef", "-0.1"], ["--entropy-coef must be >= 0"]),
+    (["--init-noise-std", "0.5", "--resume", "any.pt"], ["a resumed run keeps its checkpoint's"]),
 ])
 def test_bad_input_gets_one_line(tmp_path, args, needles):
     _one_line_error(train("--device", "cpu", "-e", "bad", *args, log_root=tmp_path, timeout=120), *needles)
@@ -134,3 +142,26 @@ def test_incompatible_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     _one_line_error(train("--device", "cpu", "-e", "bad", "--resume", str(tmp_path / "junk.pt"),
                           log_root=tmp_path, timeout=120), "cannot read checkpoint")
+
+
+def test_noise_anneal_holds_then_lowers_the_std_linearly():
+    """--final-noise-std: free for the first half, then capped on a line from its level to the final."""
+    from types import SimpleNamespace
+
+    from bridge.runner import NoiseAnneal
+    std = torch.nn.Parameter(torch.tensor([1.2, 0.8, 0.3]))
+    actor = SimpleNamespace(distribution=SimpleNamespace(std_param=std))
+    anneal = NoiseAnneal(actor, first_it=10, num_its=9, final=0.4)      # iterations 10..18; anneal from 14
+    for it in range(10, 14):
+        anneal.apply(it)
+        assert anneal.cap(it) is None
+    with torch.no_grad():
+        std.add_(0.1)                                  # PPO moved it: the anneal starts from where it is
+    expected = {14: [1.3, 0.9, 0.4], 16: [0.85, 0.65, 0.4], 18: [0.4, 0.4, 0.4]}
+    for it in range(14, 19):
+        anneal.apply(it)
+        if it in expected:
+            np.testing.assert_allclose(std.detach().numpy(), expected[it], rtol=1e-6)
+    assert float(std[2]) == pytest.approx(0.4)         # below the final value already: never raised
+    with pytest.raises(UserError, match="scalar std"):
+        NoiseAnneal(SimpleNamespace(distribution=None), 0, 10, 0.4)
