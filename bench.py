@@ -197,8 +197,8 @@ def env_and_bridge_layers(ctx: Context) -> list:
 
 def randomized_layers(ctx: Context) -> list:
     """--randomize: each backend's environment step under domain randomization and pushes, from the
-    same standing state (its own draws), and on the mujoco backend the same without joint friction
-    loss (the one draw that adds constraint rows)."""
+    same standing state (its own draws); the same without joint friction loss (dr_nofl); and with the
+    randomization machinery on but every draw at its nominal value and no pushes (dr_nominal)."""
     if not ctx.args.randomize:
         return []
     import jax
@@ -206,8 +206,16 @@ def randomized_layers(ctx: Context) -> list:
     from mjx_env.config import RandomizationConfig
     from mjx_env.env import Go2Env
     dr = RandomizationConfig(enabled=True, push=True)
-    variants = [(b, "dr", dr) for b in ctx.envs] + \
-        ([("mujoco", "dr_nofl", dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0)))] if "mujoco" in ctx.envs else [])
+    # Where the cost comes from: without the friction-loss draw (the one that adds constraint rows),
+    # and the per-env model machinery alone (every range at the nominal value, no pushes).
+    nofl = dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0))
+    model = ctx.envs[next(iter(ctx.envs))].model.mj_model
+    nominal = dataclasses.replace(
+        nofl, push=False, friction_range=(float(model.geom_friction[:, 0].max()),) * 2,
+        added_base_mass_range=(0.0, 0.0), base_com_offset_range=(0.0, 0.0), link_mass_scale_range=(1.0, 1.0),
+        kp_scale_range=(1.0, 1.0), kd_scale_range=(1.0, 1.0), joint_damping_scale_range=(1.0, 1.0),
+        joint_armature_scale_range=(1.0, 1.0))
+    variants = [(b, tag, c) for b in ctx.envs for tag, c in (("dr", dr), ("dr_nofl", nofl), ("dr_nominal", nominal))]
     out = []
     for backend, tag, rcfg in variants:
         env = Go2Env(ctx.n, backend, ctx.cfg.replace(randomization=rcfg), nthread=ctx.args.threads,
@@ -230,7 +238,8 @@ LAYER_BUILDERS = (rollout_layers, mjx_physics_layers, env_and_bridge_layers, ran
 # Each layer's ratio to the layer beneath it (printed beside it), and further ratios of interest.
 BENEATH = {"rollout_mt": "rollout_1t", "env_mujoco": "rollout_mt", "bridge_mujoco": "env_mujoco",
            "env_mjx": "mjx_physics", "bridge_mjx": "env_mjx",
-           "env_mujoco_dr": "env_mujoco", "env_mujoco_dr_nofl": "env_mujoco", "env_mjx_dr": "env_mjx"}
+           "env_mujoco_dr": "env_mujoco", "env_mujoco_dr_nofl": "env_mujoco", "env_mujoco_dr_nominal": "env_mujoco",
+           "env_mjx_dr": "env_mjx", "env_mjx_dr_nofl": "env_mjx", "env_mjx_dr_nominal": "env_mjx"}
 RATIOS = [(a, b) for a, b in BENEATH.items()] + [("mjx_physics", "rollout_mt"), ("env_mjx", "env_mujoco")]
 
 

@@ -116,3 +116,19 @@ def test_training_layer_runs_what_train_py_runs(monkeypatch, tmp_path):
     logger = loggers[0]
     assert logger.writer is not None and logger.tot_timesteps == 2 * 24 * 2
     assert not Path(logger.log_dir).exists()
+
+
+def test_randomize_adds_the_cost_attribution_layers(tmp_path):
+    """--randomize: the randomized env step, without friction loss, and the machinery at nominal draws,
+    each with its ratio to the nominal env step taken within each round."""
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--device", "cpu", "--num-envs", "4",
+                        "--backends", "mujoco", "--randomize", "--seconds", "0.02", "--repeats", "2",
+                        "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"][0]
+    S = {k: v["env_steps_per_s_samples"] for k, v in res["layers"].items()}
+    for tag in ("dr", "dr_nofl", "dr_nominal"):
+        key = f"env_mujoco_{tag} / env_mujoco"
+        assert res["ratio_spread"][key]["samples"] == pytest.approx(
+            [x / y for x, y in zip(S[f"env_mujoco_{tag}"], S["env_mujoco"])])
