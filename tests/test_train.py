@@ -162,6 +162,6 @@ def test_noise_anneal_holds_then_lowers_the_std_linearly():
         anneal.apply(it)
         if it in expected:
             np.testing.assert_allclose(std.detach().numpy(), expected[it], rtol=1e-6)
-    assert float(std[2]) == pytest.approx(0.4)         # below the final value already: never raised
+    assert float(std.detach()[2]) == pytest.approx(0.4)   # below the final value already: never raised
     with pytest.raises(UserError, match="scalar std"):
         NoiseAnneal(SimpleNamespace(distribution=None), 0, 10, 0.4)
