@@ -210,7 +210,7 @@ class NoiseAnneal:
         if self.std0 is None:                 # the level the anneal starts from
             self.std0 = self.std.detach().clone()
         frac = 1.0 if self.last <= self.start else min(1.0, (it - self.start) / (self.last - self.start))
-        return self.std0 + (torch.minimum(self.std0, torch.full_like(self.std0, self.final)) - self.std0) * frac
+        return self.std0 + (self.std0.clamp(max=self.final) - self.std0) * frac
 
     @torch.no_grad()
     def apply(self, it: int) -> None:
