@@ -106,12 +106,49 @@ def jump_schedule(args, cfg):
     return every
 
 
+class FootGap:
+    """How far each foot is beyond the reach of a floor contact, from the pose alone (MuJoCo kinematics).
+
+    MuJoCo makes a contact while a pair is closer than its margin (the larger of the two geoms'), so a
+    positive gap means no contact and no contact force on that foot; resting feet sink a little into the
+    floor (soft contacts: about 1 mm on the training model, 17 mm on Menagerie's) and have a negative gap.
+    """
+
+    def __init__(self, model):
+        import mujoco
+        import numpy as np
+        m = model.mj_model
+        self.feet = np.array(model.foot_geom_ids)
+        if (self.feet < 0).any() or (m.geom_type[self.feet] != mujoco.mjtGeom.mjGEOM_SPHERE).any():
+            raise UserError(f"{model.xml_path}: the flight check needs a sphere foot geom on each leg")
+        planes = np.flatnonzero(m.geom_type == mujoco.mjtGeom.mjGEOM_PLANE)
+        if len(planes) != 1:
+            raise UserError(f"{model.xml_path}: the flight check needs one floor plane, found {len(planes)}")
+        self.m, self.d, self.mujoco, self.np = m, mujoco.MjData(m), mujoco, np
+        mujoco.mj_kinematics(m, self.d)
+        self.floor = float(self.d.geom_xpos[planes[0], 2])
+        self.radius = m.geom_size[self.feet, 0]
+        self.margin = np.maximum(m.geom_margin[self.feet], m.geom_margin[planes[0]])
+
+    def __call__(self, qpos):
+        """(n, 4) gaps for the (n, nq) poses qpos."""
+        out = self.np.empty((len(qpos), len(self.feet)))
+        for i, q in enumerate(qpos):
+            self.d.qpos[:] = q
+            self.mujoco.mj_kinematics(self.m, self.d)
+            out[i] = self.d.geom_xpos[self.feet, 2] - self.radius - self.floor - self.margin
+        return out
+
+
 class JumpLog:
-    """Per jump command: the apex base height in its window and falls during or after it.
+    """Per jump command: the apex base height in its window, its flight, and falls during or after it.
 
     The window is jump_reward_steps control steps after the command; a fall within it counts as
     during the jump, a fall in the following window as after it. A jump whose window an episode's
-    time-out cuts short is not counted.
+    time-out cuts short is not counted. Flight is the longest run of control steps in the window with
+    no foot in contact (all four gaps of FootGap > 0); it is sampled at the control rate, so a flight
+    shorter than one control step can be missed. The lowest foot's peak is the highest the lowest of
+    the four feet got in the window (its gap): how far the whole robot left the floor.
     """
 
     def __init__(self, n: int, window: int):
@@ -119,7 +156,9 @@ class JumpLog:
         self.np, self.window = np, window
         self.since = np.full(n, -1)          # steps since the env's last command (-1: none)
         self.start, self.apex, self.target = np.zeros(n), np.zeros(n), np.zeros(n)
-        self.jumps = []                      # (target, height at the command, apex, fell in the window)
+        self.run, self.flight = np.zeros(n, int), np.zeros(n, int)    # airborne steps: current run, longest
+        self.lift = np.full(n, np.nan)       # the lowest foot's highest gap in the window (NaN: none yet)
+        self.jumps = []                      # (target, height at the command, apex, fell, longest flight, lift)
         self.falls_during = self.falls_after = 0
 
     def command(self, mask, heights, target: float) -> None:
@@ -127,30 +166,46 @@ class JumpLog:
         self.since[mask] = 0
         self.start[mask] = self.apex[mask] = heights[mask]
         self.target[mask] = target
+        self.run[mask] = self.flight[mask] = 0
+        self.lift[mask] = self.np.nan
 
-    def step(self, heights, done, fell) -> None:
-        """After a step: base heights of the states reached (before auto-reset), who ended, who fell."""
+    def watching(self):
+        """Envs whose next step falls inside a jump window (only these need the flight check)."""
+        return (self.since >= 0) & (self.since < self.window)
+
+    def step(self, heights, done, fell, gaps=None) -> None:
+        """After a step: base heights of the states reached (before auto-reset), who ended, who fell, and
+        the (n, 4) foot gaps of those states (FootGap; NaN where not computed, None: flight not checked)."""
         np = self.np
         tracked = self.since >= 0
         self.since[tracked] += 1
         inside = tracked & (self.since <= self.window)
         self.apex[inside] = np.maximum(self.apex[inside], heights[inside])
+        if gaps is not None:
+            lowest = gaps.min(axis=1)
+            self.run = np.where(inside & (lowest > 0), self.run + 1, 0)
+            self.flight = np.maximum(self.flight, self.run)
+            self.lift[inside] = np.fmax(self.lift[inside], lowest[inside])
         self.falls_during += int(np.sum(fell & inside))
         self.falls_after += int(np.sum(fell & tracked & ~inside & (self.since <= 2 * self.window)))
         for i in np.flatnonzero(inside & ((self.since == self.window) | fell)):
-            self.jumps.append((self.target[i], self.start[i], self.apex[i], bool(fell[i])))
+            self.jumps.append((self.target[i], self.start[i], self.apex[i], bool(fell[i]), self.flight[i],
+                               self.lift[i]))
         self.since[done] = -1
 
-    def summary(self, tolerance: float) -> dict:
+    def summary(self, tolerance: float, dt: float) -> dict:
         np = self.np
-        j = np.array(self.jumps, float).reshape(-1, 4)
-        target, start, apex = j[:, 0], j[:, 1], j[:, 2]
+        j = np.array(self.jumps, float).reshape(-1, 6)
+        target, start, apex, flight, lift = j[:, 0], j[:, 1], j[:, 2], j[:, 4], j[:, 5]
         stat = (lambda x: float(x.mean()) if len(x) else float("nan"))
         spread = (lambda x: float(x.std()) if len(x) else float("nan"))
         return {"jumps": len(j), "jump_target": stat(target),
                 "apex_height_mean": stat(apex), "apex_height_std": spread(apex),
                 "apex_rise_mean": stat(apex - start), "apex_rise_std": spread(apex - start),
                 "apex_within_tolerance": stat(np.abs(apex - target) < tolerance), "tolerance": tolerance,
+                "with_flight": stat(flight > 0), "flight_time_mean": stat(flight * dt),
+                "flight_time_max": float(flight.max() * dt) if len(j) else float("nan"),
+                "lowest_foot_peak_mean": stat(lift), "lowest_foot_peak_max": float(lift.max()) if len(j) else float("nan"),
                 "falls_during_jump": self.falls_during, "falls_after_jump": self.falls_after}
 
 
@@ -240,6 +295,7 @@ def evaluate(args) -> dict:
     bar = tqdm(total=m * cfg.env.max_episode_length, unit="step", desc="play", leave=False,
                disable=True if args.no_progress else None)          # None: off when not a terminal
     jumps = JumpLog(n, cfg.command.jump_reward_steps) if jump_every else None
+    foot_gap = FootGap(env.model) if jump_every else None
     with torch.inference_mode():
         while episodes.min() < m:
             commands = np.asarray(state.commands)
@@ -263,7 +319,12 @@ def evaluate(args) -> dict:
             if trace is not None:
                 trace.add(commands, met["lin_vel"], met["ang_vel"], counting, done)
             if jumps is not None:
-                jumps.step(met["height"], np.asarray(state.done), np.asarray(state.terminated))
+                # A done env's qpos is already its reset pose: its gaps stay NaN (not airborne).
+                watched = jumps.watching() & ~np.asarray(state.done)
+                gaps = np.full((n, 4), np.nan)
+                if watched.any():
+                    gaps[watched] = foot_gap(np.asarray(state.qpos)[watched])
+                jumps.step(met["height"], np.asarray(state.done), np.asarray(state.terminated), gaps)
                 step = np.asarray(state.episode_step)
                 jump = counting & ~np.asarray(state.done) & (step > 0) & (step % jump_every == 0)
                 if jump.any():
@@ -293,7 +354,7 @@ def evaluate(args) -> dict:
         "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
     }
     if jumps is not None:
-        res["jump"] = jumps.summary(cfg.reward.jump_height_tolerance)
+        res["jump"] = jumps.summary(cfg.reward.jump_height_tolerance, cfg.env.dt)
     return res
 
 
@@ -317,6 +378,10 @@ def main(argv=None) -> int:
         print(f"  apex base height           {j['apex_height_mean']:.3f} +- {j['apex_height_std']:.3f} m")
         print(f"  apex rise above the start  {j['apex_rise_mean']:.3f} +- {j['apex_rise_std']:.3f} m")
         print(f"  apex within {j['tolerance']} m of target {j['apex_within_tolerance']:.3f}")
+        print(f"  with a flight phase        {j['with_flight']:.3f} (no foot in contact; longest "
+              f"{j['flight_time_mean']:.3f} s mean, {j['flight_time_max']:.3f} s max)")
+        print(f"  lowest foot's peak gap     {j['lowest_foot_peak_mean']:.3f} m mean, "
+              f"{j['lowest_foot_peak_max']:.3f} m max")
         print(f"  falls during / after a jump {j['falls_during_jump']} / {j['falls_after_jump']}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

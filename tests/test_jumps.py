@@ -283,7 +283,7 @@ def test_jump_log_by_hand():
     log.command(np.array([True, False]), np.array([0.31, 0.3]), 0.6)
     log.step(np.array([0.5, 0.3]), np.array([True, False]), np.array([False, False]))   # time-out cuts it
     # env 0: apex 0.70, within 0.2 of 0.6; env 1: apex 0.38, not within; it fell after its window (step 4 > 3)
-    s = log.summary(0.2)
+    s = log.summary(0.2, DT)
     assert s["jumps"] == 2 and s["falls_during_jump"] == 0 and s["falls_after_jump"] == 1
     assert s["apex_height_mean"] == pytest.approx((0.70 + 0.38) / 2)
     assert s["apex_height_std"] == pytest.approx(0.16)
@@ -292,8 +292,62 @@ def test_jump_log_by_hand():
     log = JumpLog(1, window=3)
     log.command(np.array([True]), np.array([0.3]), 1.0)
     log.step(np.array([0.45]), np.array([True]), np.array([True]))             # falls inside the window
-    s = log.summary(0.2)
+    s = log.summary(0.2, DT)
     assert s["jumps"] == 1 and s["falls_during_jump"] == 1 and s["apex_height_mean"] == pytest.approx(0.45)
+
+
+def test_jump_log_flight():
+    from play import JumpLog
+    log = JumpLog(2, window=4)
+    log.command(np.array([True, True]), np.array([0.3, 0.3]), 0.6)
+    up, down = np.full(4, 0.02), np.array([0.02, 0.02, -0.001, 0.02])      # down: one foot still in contact
+    nan = np.full(4, np.nan)                                                # not computed (a done env)
+    gaps = [(down, up), (up, up), (up, down), (up, nan)]
+    for g in gaps:
+        log.step(np.array([0.35, 0.35]), np.array([False, False]), np.array([False, False]), np.array(g))
+    # env 0: airborne at steps 2-4, a run of 3; env 1: runs of 2 then 0; the NaN step counts as not airborne
+    s = log.summary(0.2, dt=0.02)
+    assert s["jumps"] == 2 and s["with_flight"] == 1.0
+    assert s["flight_time_mean"] == pytest.approx((3 + 2) / 2 * 0.02)
+    assert s["flight_time_max"] == pytest.approx(0.06)
+    assert s["lowest_foot_peak_mean"] == pytest.approx(0.02) and s["lowest_foot_peak_max"] == pytest.approx(0.02)
+    log.command(np.array([True, False]), np.array([0.3, 0.3]), 0.6)           # a new jump starts from zero
+    for _ in range(4):
+        log.step(np.array([0.3, 0.3]), np.array([False, False]), np.array([False, False]), np.array([down, up]))
+    s = log.summary(0.2, dt=0.02)
+    assert s["jumps"] == 3 and s["with_flight"] == pytest.approx(2 / 3)
+    assert s["lowest_foot_peak_mean"] == pytest.approx((0.02 + 0.02 - 0.001) / 3)
+
+
+@pytest.mark.parametrize("which", ["own", "menagerie"])
+def test_foot_gap_is_mujocos_contact_distance(which, request):
+    """FootGap against MuJoCo's own collision detection: a foot with a negative gap has a floor contact
+    at distance gap + margin, a foot with a positive gap has none."""
+    from play import FootGap
+    xml = OWN_XML if which == "own" else request.getfixturevalue("ref_xml")
+    model = load_go2(xml, JCFG.env)
+    gap = FootGap(model)
+    q = np.array(model.init_qpos, float)
+    g0 = gap(q[None])[0]
+    lifted = q.copy()
+    lifted[2] += 0.1
+    np.testing.assert_allclose(gap(lifted[None])[0], g0 + 0.1, atol=1e-12)       # a rigid lift
+    lowered = q.copy()
+    lowered[2] -= g0[:2].mean() + 0.005                  # front feet 5 mm into the floor
+    g = gap(lowered[None])[0]
+    m = model.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:] = lowered
+    mujoco.mj_forward(m, d)
+    dist = {}
+    for c in d.contact[:d.ncon]:
+        for foot_index, foot in enumerate(model.foot_geom_ids):
+            if foot in (c.geom1, c.geom2):
+                dist[foot_index] = c.dist
+    assert g[:2].max() < 0 and g[2:].min() > 0           # the front feet sink, the rear ones stay clear
+    assert sorted(dist) == [0, 1]
+    for i in (0, 1):
+        assert dist[i] == pytest.approx(g[i] + gap.margin[i], abs=1e-9)
 
 
 def test_play_and_collect_with_jumps(tmp_path):
@@ -306,6 +360,7 @@ def test_play_and_collect_with_jumps(tmp_path):
     j = json.loads(out.read_text())["jump"]
     assert j["jumps"] == 3 * 2                              # at 1.2 s and 2.4 s; 3.6 s is past the end
     assert j["jump_target"] == pytest.approx(0.6) and j["apex_rise_mean"] >= 0.0
+    assert 0.0 <= j["with_flight"] <= 1.0 and -0.05 < j["lowest_foot_peak_mean"] < 0.5     # computed, finite
     assert play.main(["--jump", "0.6", "--jump-every", "0.5"]) == 2           # shorter than the 1 s window
     h5 = tmp_path / "jumps.h5"
     assert collect_trajectories.main(["--episodes", "2", "-B", "2", "--duration", "2.5", "--jump", "0.7",
