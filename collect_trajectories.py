@@ -48,6 +48,7 @@ import numpy as np
 import dynaflow_data
 import mjx_env  # noqa: F401
 from mjx_env.errors import OneLineParser, UserError
+from mjx_env.feet import FootProbe
 
 FORMAT_VERSION = 1
 STEP_FIELDS = ("qpos", "qvel", "base_pos", "base_quat", "base_lin_vel", "base_ang_vel", "joint_pos", "joint_vel",
@@ -105,33 +106,6 @@ def write_hdf5(path, steps: dict, episodes: dict, meta: dict) -> None:
 # ---- collecting ------------------------------------------------------------------------------
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-class FootProbe:
-    """Foot positions and floor contacts of a state, from C MuJoCo (works for either backend)."""
-
-    def __init__(self, go2):
-        import mujoco
-        self.mujoco, self.m = mujoco, go2.mj_model
-        self.d = mujoco.MjData(self.m)
-        self.feet = np.array(go2.foot_geom_ids)
-        if (self.feet < 0).any():
-            raise UserError(f"model {go2.xml_path} has no foot geom on some leg (named FR/FL/RR/RL, "
-                            "or a sphere on the calf)")
-
-    def __call__(self, qpos: np.ndarray):
-        n = len(qpos)
-        pos, contact = np.zeros((n, 4, 3), np.float32), np.zeros((n, 4), bool)
-        for i in range(n):
-            self.d.qpos[:] = qpos[i]
-            self.mujoco.mj_fwdPosition(self.m, self.d)       # kinematics and collision
-            pos[i] = self.d.geom_xpos[self.feet]
-            for c in self.d.contact[:self.d.ncon]:
-                if c.dist <= 1e-3:
-                    for k, g in enumerate(self.feet):
-                        if c.geom1 == g or c.geom2 == g:
-                            contact[i, k] = True
-        return pos, contact
 
 
 def command_list(args, rng) -> list:
@@ -206,7 +180,7 @@ def collect(args) -> dict:
             last_action = np.asarray(state.last_action)
             obs = np.asarray(state.obs)
             b = jax.vmap(task.base)(state.qpos, state.qvel)
-            foot_pos, contacts = probe(qpos)
+            foot_pos, _, contacts = probe(qpos)
             actions_t = actor(to_torch(state.obs))
             new = env.step(state, jax.dlpack.from_dlpack(actions_t.contiguous()))
             actions = np.asarray(new.last_action)   # the clipped action this step used

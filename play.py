@@ -106,47 +106,13 @@ def jump_schedule(args, cfg):
     return every
 
 
-class FootGap:
-    """How far each foot is beyond the reach of a floor contact, from the pose alone (MuJoCo kinematics).
-
-    MuJoCo makes a contact while a pair is closer than its margin (the larger of the two geoms'), so a
-    positive gap means no contact and no contact force on that foot; resting feet sink a little into the
-    floor (soft contacts: about 1 mm on the training model, 17 mm on Menagerie's) and have a negative gap.
-    """
-
-    def __init__(self, model):
-        import mujoco
-        import numpy as np
-        m = model.mj_model
-        self.feet = np.array(model.foot_geom_ids)
-        if (self.feet < 0).any() or (m.geom_type[self.feet] != mujoco.mjtGeom.mjGEOM_SPHERE).any():
-            raise UserError(f"{model.xml_path}: the flight check needs a sphere foot geom on each leg")
-        planes = np.flatnonzero(m.geom_type == mujoco.mjtGeom.mjGEOM_PLANE)
-        if len(planes) != 1:
-            raise UserError(f"{model.xml_path}: the flight check needs one floor plane, found {len(planes)}")
-        self.m, self.d, self.mujoco, self.np = m, mujoco.MjData(m), mujoco, np
-        mujoco.mj_kinematics(m, self.d)
-        self.floor = float(self.d.geom_xpos[planes[0], 2])
-        self.radius = m.geom_size[self.feet, 0]
-        self.margin = np.maximum(m.geom_margin[self.feet], m.geom_margin[planes[0]])
-
-    def __call__(self, qpos):
-        """(n, 4) gaps for the (n, nq) poses qpos."""
-        out = self.np.empty((len(qpos), len(self.feet)))
-        for i, q in enumerate(qpos):
-            self.d.qpos[:] = q
-            self.mujoco.mj_kinematics(self.m, self.d)
-            out[i] = self.d.geom_xpos[self.feet, 2] - self.radius - self.floor - self.margin
-        return out
-
-
 class JumpLog:
     """Per jump command: the apex base height in its window, its flight, and falls during or after it.
 
     The window is jump_reward_steps control steps after the command; a fall within it counts as
     during the jump, a fall in the following window as after it. A jump whose window an episode's
     time-out cuts short is not counted. Flight is the longest run of control steps in the window with
-    no foot in contact (all four gaps of FootGap > 0); it is sampled at the control rate, so a flight
+    no foot in contact (all four gaps of mjx_env.feet.FootProbe > 0); it is sampled at the control rate, so a flight
     shorter than one control step can be missed. The lowest foot's peak is the highest the lowest of
     the four feet got in the window (its gap): how far the whole robot left the floor.
     """
@@ -175,7 +141,7 @@ class JumpLog:
 
     def step(self, heights, done, fell, gaps=None) -> None:
         """After a step: base heights of the states reached (before auto-reset), who ended, who fell, and
-        the (n, 4) foot gaps of those states (FootGap; NaN where not computed, None: flight not checked)."""
+        the (n, 4) foot gaps of those states (FootProbe; NaN where not computed, None: flight not checked)."""
         np = self.np
         tracked = self.since >= 0
         self.since[tracked] += 1
@@ -295,7 +261,12 @@ def evaluate(args) -> dict:
     bar = tqdm(total=m * cfg.env.max_episode_length, unit="step", desc="play", leave=False,
                disable=True if args.no_progress else None)          # None: off when not a terminal
     jumps = JumpLog(n, cfg.command.jump_reward_steps) if jump_every else None
-    foot_gap = FootGap(env.model) if jump_every else None
+    probe = None
+    if jump_every:
+        from mjx_env.feet import FootProbe
+        probe = FootProbe(env.model)
+        if not probe.has_gap:
+            raise UserError(f"{env.model.xml_path}: the flight check of --jump needs sphere feet and one floor plane")
     with torch.inference_mode():
         while episodes.min() < m:
             commands = np.asarray(state.commands)
@@ -323,7 +294,7 @@ def evaluate(args) -> dict:
                 watched = jumps.watching() & ~np.asarray(state.done)
                 gaps = np.full((n, 4), np.nan)
                 if watched.any():
-                    gaps[watched] = foot_gap(np.asarray(state.qpos)[watched])
+                    gaps[watched] = probe(np.asarray(state.qpos)[watched])[1]
                 jumps.step(met["height"], np.asarray(state.done), np.asarray(state.terminated), gaps)
                 step = np.asarray(state.episode_step)
                 jump = counting & ~np.asarray(state.done) & (step > 0) & (step % jump_every == 0)

@@ -321,20 +321,20 @@ def test_jump_log_flight():
 
 @pytest.mark.parametrize("which", ["own", "menagerie"])
 def test_foot_gap_is_mujocos_contact_distance(which, request):
-    """FootGap against MuJoCo's own collision detection: a foot with a negative gap has a floor contact
-    at distance gap + margin, a foot with a positive gap has none."""
-    from play import FootGap
+    """FootProbe's gaps against MuJoCo's own collision detection: a foot with a negative gap has a floor
+    contact at distance gap + margin, a foot with a positive gap has none."""
+    from mjx_env.feet import FootProbe
     xml = OWN_XML if which == "own" else request.getfixturevalue("ref_xml")
     model = load_go2(xml, JCFG.env)
-    gap = FootGap(model)
+    probe = FootProbe(model)
     q = np.array(model.init_qpos, float)
-    g0 = gap(q[None])[0]
+    g0 = probe(q[None])[1][0]
     lifted = q.copy()
     lifted[2] += 0.1
-    np.testing.assert_allclose(gap(lifted[None])[0], g0 + 0.1, atol=1e-12)       # a rigid lift
+    np.testing.assert_allclose(probe(lifted[None])[1][0], g0 + 0.1, atol=1e-12)     # a rigid lift
     lowered = q.copy()
     lowered[2] -= g0[:2].mean() + 0.005                  # front feet 5 mm into the floor
-    g = gap(lowered[None])[0]
+    _, (g,), (contact,) = probe(lowered[None])
     m = model.mj_model
     d = mujoco.MjData(m)
     d.qpos[:] = lowered
@@ -346,8 +346,9 @@ def test_foot_gap_is_mujocos_contact_distance(which, request):
                 dist[foot_index] = c.dist
     assert g[:2].max() < 0 and g[2:].min() > 0           # the front feet sink, the rear ones stay clear
     assert sorted(dist) == [0, 1]
+    np.testing.assert_array_equal(contact, [True, True, False, False])
     for i in (0, 1):
-        assert dist[i] == pytest.approx(g[i] + gap.margin[i], abs=1e-9)
+        assert dist[i] == pytest.approx(g[i] + probe.margin[i], abs=1e-9)
 
 
 def test_play_and_collect_with_jumps(tmp_path):
