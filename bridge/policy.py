@@ -19,6 +19,7 @@ from mjx_env.errors import UserError, first_line
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_POLICY = REPO / "policies" / "go2_walk.pt"
+SHIPPED_JUMP_POLICY = REPO / "policies" / "go2_jump.pt"      # the --jumps task (README, "Jumps")
 
 
 class Actor(torch.nn.Module):
