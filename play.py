@@ -112,9 +112,10 @@ class JumpLog:
     The window is jump_reward_steps control steps after the command; a fall within it counts as
     during the jump, a fall in the following window as after it. A jump whose window an episode's
     time-out cuts short is not counted. Flight is the longest run of control steps in the window with
-    no foot in contact (all four gaps of mjx_env.feet.FootProbe > 0); it is sampled at the control rate, so a flight
-    shorter than one control step can be missed. The lowest foot's peak is the highest the lowest of
-    the four feet got in the window (its gap): how far the whole robot left the floor.
+    no foot in contact (all four gaps of mjx_env.feet.FootProbe > 0); it is sampled at the control
+    rate, so a flight shorter than one control step can be missed. The lowest foot's peak is the
+    highest the lowest of the four feet got in the window (its gap): how far the whole robot left the
+    floor (NaN for a jump that ended in a fall before any gap was measured).
     """
 
     def __init__(self, n: int, window: int):
@@ -165,13 +166,15 @@ class JumpLog:
         target, start, apex, flight, lift = j[:, 0], j[:, 1], j[:, 2], j[:, 4], j[:, 5]
         stat = (lambda x: float(x.mean()) if len(x) else float("nan"))
         spread = (lambda x: float(x.std()) if len(x) else float("nan"))
+        lift = lift[~np.isnan(lift)]
         return {"jumps": len(j), "jump_target": stat(target),
                 "apex_height_mean": stat(apex), "apex_height_std": spread(apex),
                 "apex_rise_mean": stat(apex - start), "apex_rise_std": spread(apex - start),
                 "apex_within_tolerance": stat(np.abs(apex - target) < tolerance), "tolerance": tolerance,
                 "with_flight": stat(flight > 0), "flight_time_mean": stat(flight * dt),
                 "flight_time_max": float(flight.max() * dt) if len(j) else float("nan"),
-                "lowest_foot_peak_mean": stat(lift), "lowest_foot_peak_max": float(lift.max()) if len(j) else float("nan"),
+                "lowest_foot_peak_mean": stat(lift),
+                "lowest_foot_peak_max": float(lift.max()) if len(lift) else float("nan"),
                 "falls_during_jump": self.falls_during, "falls_after_jump": self.falls_after}
 
 
@@ -266,7 +269,8 @@ def evaluate(args) -> dict:
         from mjx_env.feet import FootProbe
         probe = FootProbe(env.model)
         if not probe.has_gap:
-            raise UserError(f"{env.model.xml_path}: the flight check of --jump needs sphere feet and one floor plane")
+            raise UserError(f"{env.model.xml_path}: the flight check of --jump needs sphere feet and one "
+                            "floor plane")
     with torch.inference_mode():
         while episodes.min() < m:
             commands = np.asarray(state.commands)

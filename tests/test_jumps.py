@@ -317,6 +317,11 @@ def test_jump_log_flight():
     s = log.summary(0.2, dt=0.02)
     assert s["jumps"] == 3 and s["with_flight"] == pytest.approx(2 / 3)
     assert s["lowest_foot_peak_mean"] == pytest.approx((0.02 + 0.02 - 0.001) / 3)
+    log.command(np.array([True, False]), np.array([0.3, 0.3]), 0.6)           # falls at once: no gap measured
+    log.step(np.array([0.2, 0.3]), np.array([True, False]), np.array([True, False]), np.array([nan, up]))
+    s = log.summary(0.2, dt=0.02)
+    assert s["jumps"] == 4 and s["falls_during_jump"] == 1 and s["with_flight"] == pytest.approx(2 / 4)
+    assert s["lowest_foot_peak_mean"] == pytest.approx((0.02 + 0.02 - 0.001) / 3)      # the fall has none
 
 
 @pytest.mark.parametrize("which", ["own", "menagerie"])
