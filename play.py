@@ -166,15 +166,15 @@ class JumpLog:
         target, start, apex, flight, lift = j[:, 0], j[:, 1], j[:, 2], j[:, 4], j[:, 5]
         stat = (lambda x: float(x.mean()) if len(x) else float("nan"))
         spread = (lambda x: float(x.std()) if len(x) else float("nan"))
+        peak = (lambda x: float(x.max()) if len(x) else float("nan"))
         lift = lift[~np.isnan(lift)]
         return {"jumps": len(j), "jump_target": stat(target),
                 "apex_height_mean": stat(apex), "apex_height_std": spread(apex),
                 "apex_rise_mean": stat(apex - start), "apex_rise_std": spread(apex - start),
                 "apex_within_tolerance": stat(np.abs(apex - target) < tolerance), "tolerance": tolerance,
                 "with_flight": stat(flight > 0), "flight_time_mean": stat(flight * dt),
-                "flight_time_max": float(flight.max() * dt) if len(j) else float("nan"),
-                "lowest_foot_peak_mean": stat(lift),
-                "lowest_foot_peak_max": float(lift.max()) if len(lift) else float("nan"),
+                "flight_time_max": peak(flight * dt),
+                "lowest_foot_peak_mean": stat(lift), "lowest_foot_peak_max": peak(lift),
                 "falls_during_jump": self.falls_during, "falls_after_jump": self.falls_after}
 
 
