@@ -65,8 +65,19 @@ def parse_args(argv=None):
                    help="over the second half of the run, lower the action noise std linearly to this "
                         "value (the policy is deployed noise-free; see the README)")
     p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
-                   help="start the actor (not the critic or optimizer) from a checkpoint or exported actor")
+                   help="start the actor (not the critic or optimizer) from a checkpoint or exported actor; "
+                        "a one-frame actor also starts a --history/--estimator actor (README)")
+    add_actor_input_flags(p)
     return p.parse_args(argv)
+
+
+def add_actor_input_flags(p) -> None:
+    p.add_argument("--history", type=int, default=1, metavar="N",
+                   help="the actor sees its last N policy observations, oldest first (default 1: the seed's)")
+    p.add_argument("--estimator", action="store_true",
+                   help="the actor learns its base velocity from its history (bridge/estimator.py)")
+    p.add_argument("--actor-lin-vel", "--actor_lin_vel", dest="actor_lin_vel", action="store_true",
+                   help="the actor observes the measured base velocity, with noise (the anchors' baseline)")
 
 
 def task_config(args):
@@ -74,6 +85,13 @@ def task_config(args):
     from mjx_env.config import TaskConfig
 
     cfg = TaskConfig()
+    if args.history < 1:
+        raise UserError(f"--history must be >= 1 observation, got {args.history}")
+    if args.estimator and args.actor_lin_vel:
+        raise UserError("--estimator and --actor-lin-vel exclude each other: the estimator stands in for the "
+                        "measured velocity")
+    if args.history != 1 or args.actor_lin_vel:
+        cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(args.history, args.actor_lin_vel))
     command = {}
     if args.random_resample_prob is not None:
         command["random_resample_prob"] = args.random_resample_prob
@@ -137,12 +155,17 @@ def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True) -> Non
     signal.signal(signal.SIGTERM, handler)
 
 
-def init_actor(runner, path) -> None:
-    """Load only the actor weights (an exported actor file has nothing else)."""
+def init_actor(runner, path, inputs) -> None:
+    """Load only the actor weights (an exported actor file has nothing else). A one-frame actor
+    without an estimator also starts a wider one (bridge.policy.widen_actor)."""
+    from bridge.policy import ActorInputs, widen_actor
     from bridge.runner import load_checkpoint_file
     from mjx_env.errors import first_line
+    ckpt = load_checkpoint_file(path, "actor")
+    if ActorInputs.of(ckpt) != inputs:
+        ckpt = dict(ckpt, actor_state_dict=widen_actor(ckpt, runner.alg.actor.state_dict(), inputs))
     try:
-        runner.alg.load(load_checkpoint_file(path, "actor"), {"actor": True}, strict=True)
+        runner.alg.load(ckpt, {"actor": True}, strict=True)
     except RuntimeError as exc:    # another network layout
         raise UserError(f"--init-actor {path} does not fit this run's actor: {first_line(exc)}") from None
 
@@ -174,7 +197,7 @@ def run(args, group: Group) -> int:
     import numpy as np
     import torch
     from mjx_env.model import load_go2
-    from bridge.policy import load_actor
+    from bridge.policy import ActorInputs
     from bridge.runner import Go2Runner, atomic_pickle, ppo_train_cfg, read_checkpoint
 
     if args.resume and args.init_actor:
@@ -182,7 +205,8 @@ def run(args, group: Group) -> int:
     cfg = task_config(args)
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
     log_dir = Path(args.log_root) / args.exp_name
-    train_cfg = ppo_train_cfg(save_interval=args.save_interval)
+    train_cfg = ppo_train_cfg(save_interval=args.save_interval, estimator=args.estimator)
+    inputs = ActorInputs.from_flags(args)
     if args.init_noise_std is not None:
         if not args.init_noise_std > 0:
             raise UserError(f"--init-noise-std must be > 0, got {args.init_noise_std}")
@@ -199,10 +223,13 @@ def run(args, group: Group) -> int:
     start_it = 0
     ckpt = None
     if args.resume:
-        ckpt = read_checkpoint(args.resume, cfg.obs.num_obs, cfg.obs.num_privileged_obs, cfg.env.num_actions)
+        ckpt = read_checkpoint(args.resume, inputs, cfg.obs.num_privileged_obs, cfg.env.num_actions)
         start_it = int(ckpt.get("iter", 0)) + 1
     if args.init_actor:
-        load_actor(args.init_actor, cfg.obs.num_obs, cfg.env.num_actions)     # checks it fits, one-line errors
+        from bridge.runner import load_checkpoint_file
+        from bridge.policy import check_init_actor
+        check_init_actor(load_checkpoint_file(args.init_actor, "actor"), inputs, args.init_actor,
+                         cfg.env.num_actions)     # one-line errors before anything starts
     if group.is_main:                                 # only rank 0 writes the run's files
         taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
         if taken:
@@ -223,7 +250,7 @@ def run(args, group: Group) -> int:
     from bridge.vec_env import Go2VecEnv
 
     env = Go2Env(args.num_envs, backend, cfg, model=model, device=devices.jax if backend == "mjx" else None)
-    vec_env = Go2VecEnv(env, seed=seed, log_every=train_cfg["num_steps_per_env"])
+    vec_env = Go2VecEnv(env, seed=seed, log_every=train_cfg["num_steps_per_env"], lin_vel_group=args.estimator)
     where = f"[train {group}]" if group.is_distributed else "[train]"
     print(f"{where} backend={backend} device={devices.name} num_envs={args.num_envs} seed={seed} "
           f"model={model.xml_path} log_dir={log_dir}", flush=True)
@@ -232,6 +259,7 @@ def run(args, group: Group) -> int:
     saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
                      backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
                      init_actor=args.init_actor, final_noise_std=args.final_noise_std,
+                     actor_inputs=dataclasses.asdict(inputs),
                      randomization=dataclasses.asdict(cfg.randomization),
                      world_size=group.world_size, matmul_precision=args.matmul_precision)
     # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
@@ -242,13 +270,14 @@ def run(args, group: Group) -> int:
         atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
                        dataclasses.asdict(cfg.command), saved_cfg], cfgs_path)
 
-    runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch))
+    runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch),
+                       actor_inputs=inputs)
     if ckpt is not None:
         runner.load(args.resume, map_location=str(devices.torch))
         runner.current_learning_iteration = start_it      # rsl_rl would redo the loaded iteration
         print(f"[train] resumed from {args.resume}: iterations {start_it}..{start_it + args.max_iterations - 1}")
     if args.init_actor:
-        init_actor(runner, args.init_actor)
+        init_actor(runner, args.init_actor, inputs)
         print(f"[train] actor initialised from {args.init_actor}; critic and optimizer start fresh")
 
     anneal = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,8 +23,68 @@ SHIPPED_POLICY = REPO / "policies" / "go2_walk.pt"
 SHIPPED_JUMP_POLICY = REPO / "policies" / "go2_jump.pt"      # the --jumps task (README, "Jumps")
 
 
+def _mlp(state_dict: dict, prefix: str, source: str) -> torch.nn.Sequential:
+    """An rsl_rl MLP (Linear layers with ELU between) rebuilt from its weights."""
+    idx = sorted({int(m.group(1)) for k in state_dict if (m := re.match(rf"{prefix}\.(\d+)\.weight$", k))})
+    if not idx:
+        raise UserError(f"{source} holds no actor MLP weights ({prefix}.N.weight)")
+    layers = []
+    for i, j in enumerate(idx):
+        w, b = state_dict[f"{prefix}.{j}.weight"], state_dict[f"{prefix}.{j}.bias"]
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+        layers.append(lin)
+        if i < len(idx) - 1:
+            layers.append(torch.nn.ELU())
+    return torch.nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class ActorInputs:
+    """What an actor reads: history_length frames of policy observations (48 values, 51 with the
+    measured base velocity), and whether it estimates its velocity from them. Recorded in every
+    checkpoint and exported actor (key 'actor_inputs'); play and collect take it from there."""
+    history_length: int = 1
+    actor_lin_vel: bool = False
+    estimator: bool = False
+
+    @property
+    def frame(self) -> int:
+        return 48 + 3 * self.actor_lin_vel
+
+    @property
+    def size(self) -> int:
+        return self.history_length * self.frame
+
+    def __str__(self) -> str:
+        parts = [f"{self.history_length} frame{'s' * (self.history_length > 1)} of {self.frame}"]
+        parts += ["the measured base velocity"] * self.actor_lin_vel + ["a velocity estimator"] * self.estimator
+        return ", ".join(parts)
+
+    @classmethod
+    def of(cls, ckpt: dict) -> "ActorInputs":
+        """The recorded inputs, or for files from before the options, the seed's one frame of 48."""
+        rec = ckpt.get("actor_inputs")
+        if rec is not None:
+            return cls(**rec)
+        return cls(estimator=any(k.startswith("estimator.") for k in ckpt["actor_state_dict"]))
+
+    @classmethod
+    def from_flags(cls, args) -> "ActorInputs":
+        return cls(int(args.history), bool(args.actor_lin_vel), bool(args.estimator))
+
+    def check(self, given: "ActorInputs", path, what: str = "checkpoint") -> None:
+        """One-line refusal when a file's inputs are not the ones a run is set up for."""
+        if given != self:
+            raise UserError(f"{what} {path} reads {self}, but this run is set up for {given}: "
+                            "use the --history/--actor-lin-vel/--estimator flags it was trained with")
+
+
 class Actor(torch.nn.Module):
-    """The rsl_rl MLPModel actor's deterministic path: MLP with ELU, mean action out."""
+    """The rsl_rl MLPModel actor's deterministic path: MLP with ELU, mean action out; with an
+    estimator (bridge/estimator.py), the MLP reads [observations, estimated base velocity]."""
 
     def __init__(self, state_dict: dict, source: str = "?"):
         super().__init__()
@@ -32,25 +93,23 @@ class Actor(torch.nn.Module):
             self.register_buffer("std", state_dict["obs_normalizer._std"].reshape(-1))
         else:
             self.mean = self.std = None
-        idx = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"mlp\.(\d+)\.weight$", k))})
-        if not idx:
-            raise UserError(f"{source} holds no actor MLP weights (mlp.N.weight)")
-        layers = []
-        for i, j in enumerate(idx):
-            w, b = state_dict[f"mlp.{j}.weight"], state_dict[f"mlp.{j}.bias"]
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(w)
-                lin.bias.copy_(b)
-            layers.append(lin)
-            if i < len(idx) - 1:
-                layers.append(torch.nn.ELU())
-        self.net = torch.nn.Sequential(*layers)
-        self.num_obs, self.num_actions = layers[0].in_features, layers[-1].out_features
+        self.net = _mlp(state_dict, "mlp", source)
+        has_estimator = any(k.startswith("estimator.") for k in state_dict)
+        self.estimator = _mlp(state_dict, "estimator", source) if has_estimator else None
+        self.num_obs = self.net[0].in_features - 3 * has_estimator
+        self.num_actions = self.net[-1].out_features
+
+    def estimate(self, obs: torch.Tensor) -> torch.Tensor:
+        """The estimated base velocity (body frame, x lin_vel_scale as in the critic's values)."""
+        if self.mean is not None:
+            obs = (obs - self.mean) / (self.std + 1e-2)
+        return self.estimator(obs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.mean is not None:
             obs = (obs - self.mean) / (self.std + 1e-2)
+        if self.estimator is not None:
+            obs = torch.cat([obs, self.estimator(obs)], dim=-1)
         return self.net(obs)
 
 
@@ -65,10 +124,51 @@ def load_actor(path: str | Path | None = None, num_obs: int = 48, num_actions: i
     else:
         ckpt = load_checkpoint_file(path, "policy checkpoint")
         actor = Actor(ckpt["actor_state_dict"], str(path)).eval()
+        actor.inputs = ActorInputs.of(ckpt)
     if (actor.num_obs, actor.num_actions) != (num_obs, num_actions):
         raise UserError(f"policy {path} maps {actor.num_obs} observations to {actor.num_actions} actions; "
                         f"this environment needs {num_obs} -> {num_actions}")
     return actor
+
+
+def check_init_actor(ckpt: dict, inputs: ActorInputs, path, num_actions: int = 12) -> None:
+    """--init-actor takes an actor of the same inputs, or a one-frame actor without an estimator that
+    widen_actor extends to these inputs; anything else is refused in one line."""
+    old = ActorInputs.of(ckpt)
+    actor = Actor(ckpt["actor_state_dict"], str(path))
+    if actor.num_obs != old.size or actor.num_actions != num_actions:
+        raise UserError(f"--init-actor {path} maps {actor.num_obs} observations to {actor.num_actions} actions; "
+                        f"this run's actor maps {inputs.size} -> {num_actions}")
+    if old != inputs and old != ActorInputs():
+        raise UserError(f"--init-actor {path} reads {old}; this run's actor reads {inputs}: only the seed's layout "
+                        "(one frame of 48) starts a wider actor")
+
+
+def widen_actor(ckpt: dict, new_state_dict: dict, inputs: ActorInputs) -> dict:
+    """The actor of a one-frame checkpoint as a state dict of this run's wider actor that computes
+    the same actions: its first layer reads the newest frame's 48 values with the old weights, and
+    the older frames, a measured velocity and the velocity estimate with zeros; a new estimator keeps its fresh initialisation.
+    PPO then learns to use the rest. (check_init_actor has accepted the file.)"""
+    out = {k: v.clone() for k, v in new_state_dict.items()}
+    for k, v in ckpt["actor_state_dict"].items():
+        if k == "mlp.0.weight":
+            w = torch.zeros_like(out[k])
+            newest = slice(inputs.size - 48, inputs.size)        # the measured velocity leads a frame
+            w[:, newest] = v
+            out[k] = w
+        else:
+            out[k] = v.clone()
+    return out
+
+
+def policy_inputs(path: str | Path | None = None) -> ActorInputs:
+    """The inputs a policy file reads (play and collect set up their env with them)."""
+    from bridge.runner import load_checkpoint_file
+    path = Path(path) if path else SHIPPED_POLICY
+    if path.suffix == ".onnx":
+        from bridge.deploy import onnx_inputs
+        return onnx_inputs(path)
+    return ActorInputs.of(load_checkpoint_file(path, "policy checkpoint"))
 
 
 def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None = None) -> None:

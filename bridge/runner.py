@@ -2,6 +2,7 @@
 writes checkpoints atomically and checks them before loading."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import tempfile
@@ -14,12 +15,13 @@ from rsl_rl.utils.logger import Logger
 from mjx_env.errors import UserError, first_line
 
 
-def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict:
+def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100, estimator: bool = False) -> dict:
     """go2_train.py's PPO settings. In rsl_rl 5.x the action noise lives in
     actor.distribution_cfg.init_std and observation normalisation per model (the reference
-    has none); a top-level 'empirical_normalization' would be silently ignored."""
+    has none); a top-level 'empirical_normalization' would be silently ignored.
+    `estimator`: the actor learns its base velocity from its inputs (bridge/estimator.py)."""
     mlp = dict(class_name="MLPModel", hidden_dims=[512, 256, 128], activation="elu", obs_normalization=False)
-    return {
+    cfg = {
         "num_steps_per_env": num_steps_per_env,
         "save_interval": save_interval,
         # rsl_rl's NaN check costs four device-to-host syncs per env step. The env never hands
@@ -46,6 +48,10 @@ def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict
             "value_loss_coef": 1.0,
         },
     }
+    if estimator:
+        cfg["actor"].update(class_name="bridge.estimator:EstimatorModel", estimator_hidden_dims=[256, 128])
+        cfg["algorithm"].update(class_name="bridge.estimator:EstimatorPPO", estimator_learning_rate=1e-3)
+    return cfg
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -111,8 +117,9 @@ class DeviceLogger(Logger):
 
 
 class Go2Runner(OnPolicyRunner):
-    def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu"):
+    def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu", actor_inputs=None):
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
+        self.actor_inputs = actor_inputs      # bridge.policy.ActorInputs, recorded in every checkpoint
         self.logger = DeviceLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,
                                    is_distributed=self.is_distributed, gpu_world_size=self.gpu_world_size,
                                    gpu_global_rank=self.gpu_global_rank, device=self.device)
@@ -145,6 +152,8 @@ class Go2Runner(OnPolicyRunner):
         # write atomically, then upload the final path.
         saved = self.alg.save()
         saved.update(iter=self.current_learning_iteration, infos=infos)
+        if self.actor_inputs is not None:
+            saved["actor_inputs"] = dataclasses.asdict(self.actor_inputs)
         atomic_write(path, lambda tmp: torch.save(saved, tmp))
         self.logger.save_model(path, self.current_learning_iteration)
 
@@ -163,9 +172,13 @@ def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> d
     return ckpt
 
 
-def read_checkpoint(path: str | os.PathLike, num_obs: int, num_critic_obs: int, num_actions: int) -> dict:
-    """Load a checkpoint to resume from and check it fits this environment."""
+def read_checkpoint(path: str | os.PathLike, inputs, num_critic_obs: int, num_actions: int) -> dict:
+    """Load a checkpoint to resume from and check it fits this environment and these actor inputs
+    (bridge.policy.ActorInputs)."""
+    from bridge.policy import ActorInputs
     ckpt = load_checkpoint_file(path)
+    ActorInputs.of(ckpt).check(inputs, path)
+    num_obs = inputs.size + 3 * inputs.estimator        # what the actor's MLP reads
     for part, n_in in (("actor", num_obs), ("critic", num_critic_obs)):
         sd = ckpt.get(f"{part}_state_dict") if part == "actor" else ckpt.get("critic_state_dict", {})
         weights = [k for k in sd if k.endswith(".weight") and "normalizer" not in k]

@@ -32,8 +32,11 @@ def _tally(acc: jax.Array, final_episode_sums: dict, done, diverged, bad_action)
 
 
 class Go2VecEnv(VecEnv):
-    def __init__(self, env: Go2Env, seed: int = 0, log_every: int = 24):
+    def __init__(self, env: Go2Env, seed: int = 0, log_every: int = 24, lin_vel_group: bool = False):
         self.env = env
+        # --estimator: the true body-frame velocity (scaled, from the critic's values) as its own
+        # group, the estimator's regression target (bridge/estimator.py); no actor or critic reads it.
+        self.lin_vel_group = lin_vel_group
         self.num_envs = env.num_envs
         self.num_actions = env.num_actions
         self.max_episode_length = env.max_episode_length
@@ -78,8 +81,14 @@ class Go2VecEnv(VecEnv):
 
     # ---- helpers -----------------------------------------------------------------------------
     def _obs(self) -> TensorDict:
-        return TensorDict({"policy": to_torch(self.state.obs), "critic": to_torch(self.state.critic_obs)},
-                          batch_size=[self.num_envs], device=self.device)
+        s, n = self.state, self.env.cfg.obs.num_obs
+        # The actor's input: its history of observations, oldest first, as one row (a view: the
+        # (envs, N, frame) array is contiguous); with no history, the observation itself.
+        policy = to_torch(s.obs) if s.obs_history.shape[1] == 1 else to_torch(s.obs_history).flatten(1)
+        groups = {"policy": policy, "critic": to_torch(s.critic_obs)}
+        if self.lin_vel_group:
+            groups["lin_vel"] = groups["critic"][:, n:n + 3]
+        return TensorDict(groups, batch_size=[self.num_envs], device=self.device)
 
     def _flush(self) -> dict:
         # Mean over the episodes that ended in this rollout, per second of episode (as the

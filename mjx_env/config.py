@@ -68,18 +68,38 @@ class ObsConfig:
     dof_vel_scale: float = 0.05
     # commands [lin_vel_x, lin_vel_y, ang_vel, height, jump]
     commands_scale: tuple = (2.0, 2.0, 0.25, 2.0, 2.0)
+    # Opt-in actor inputs (train.py --history, --actor-lin-vel); off, the env is the seed's.
+    # The actor sees its last history_length policy observations, oldest first (one frame at 1).
+    history_length: int = 1
+    # The measured base linear velocity as the first policy term, with uniform noise of this many
+    # m/s (times lin_vel_scale), as MuJoCo Playground and legged_gym give it. num_obs is then 51.
+    actor_lin_vel: bool = False
+    lin_vel_noise: float = 0.1
 
     def policy_layout(self, num_actions: int = 12) -> tuple:
         """The policy observation, term by term: (name, size, per-element scale), in the order
         Go2Task.observe concatenates them. Exported with a deployed policy."""
         n = num_actions
-        return (("base_ang_vel", 3, (self.ang_vel_scale,) * 3),
+        lin_vel = (("base_lin_vel", 3, (self.lin_vel_scale,) * 3),) if self.actor_lin_vel else ()
+        return lin_vel + (("base_ang_vel", 3, (self.ang_vel_scale,) * 3),
                 ("projected_gravity", 3, (1.0,) * 3),
                 ("commands", len(self.commands_scale), tuple(self.commands_scale)),
                 ("joint_pos", n, (self.dof_pos_scale,) * n),
                 ("joint_vel", n, (self.dof_vel_scale,) * n),
                 ("last_action", n, (1.0,) * n),
                 ("jump_phase", 1, (1.0,)))
+
+    @property
+    def actor_obs_size(self) -> int:
+        """What the actor reads: history_length frames of num_obs values."""
+        return self.history_length * self.num_obs
+
+    def with_actor_inputs(self, history_length: int = 1, actor_lin_vel: bool = False) -> "ObsConfig":
+        """This config with the opt-in actor inputs; the sizes follow (the critic sees the frame it
+        always saw, plus the base velocity and height)."""
+        num_obs = 48 + 3 * bool(actor_lin_vel)
+        return dataclasses.replace(self, history_length=int(history_length), actor_lin_vel=bool(actor_lin_vel),
+                                   num_obs=num_obs, num_privileged_obs=num_obs + 4)
 
 
 @dataclass(frozen=True)
@@ -245,6 +265,15 @@ class TaskConfig:
             raise ConfigError(f"reward.jump_peak_window must be (lo, hi) with 0 <= lo <= hi <= 1, got {(lo, hi)}")
         if c.fixed is not None and len(c.fixed) != c.num_commands:
             raise ConfigError(f"command.fixed needs {c.num_commands} values, got {len(c.fixed)}")
+        o = self.obs
+        if isinstance(o.history_length, bool) or not isinstance(o.history_length, int) or o.history_length < 1:
+            raise ConfigError(f"obs.history_length must be an integer >= 1, got {o.history_length!r}")
+        frame = sum(size for _, size, _ in o.policy_layout(e.num_actions))
+        if o.num_obs != frame or o.num_privileged_obs != frame + 4:
+            raise ConfigError(f"obs.num_obs ({o.num_obs}) and num_privileged_obs ({o.num_privileged_obs}) must be "
+                              f"{frame} and {frame + 4} for this layout (ObsConfig.with_actor_inputs sets them)")
+        if not (math.isfinite(o.lin_vel_noise) and o.lin_vel_noise >= 0):
+            raise ConfigError(f"obs.lin_vel_noise must be >= 0 and finite, got {o.lin_vel_noise}")
         self.randomization.validate()
 
     def replace(self, **sections) -> "TaskConfig":

@@ -27,6 +27,7 @@ FIELDS = ("geom_friction", "body_mass", "body_inertia", "body_ipos", "actuator_g
 # Independent PRNG streams folded out of an env's key, so that the seed env's own stream of
 # random numbers is untouched (bit-identical) whether or not randomization is on.
 DRAW_STREAM, PUSH_STREAM, NOISE_STREAM = 101, 102, 103
+LIN_VEL_NOISE_STREAM = 104      # the measured base velocity of --actor-lin-vel
 
 
 class Randomizer:

@@ -17,7 +17,8 @@ class State:
     jump_target: jax.Array     # () float32, target base height of the latest jump command (m; 0 at reset)
     episode_step: jax.Array    # () int32, control steps since reset; callers may set it
     key: jax.Array             # (2,) uint32 PRNG key of this env
-    obs: jax.Array             # (48,) policy observation
+    obs: jax.Array             # (48,) policy observation (51 with the measured base velocity first)
+    obs_history: jax.Array     # (history_length, 48) the last policy observations, oldest first
     critic_obs: jax.Array      # (52,) policy observation + privileged state
     reward: jax.Array          # () reward of the last step
     terminated: jax.Array      # () bool, fell (roll/pitch limit), diverged, or got a non-finite action

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from mjx_env.config import TaskConfig
 from mjx_env.math import roll_pitch, rotate_inverse
 from mjx_env.model import Go2Model
-from mjx_env.randomize import NOISE_STREAM, PUSH_STREAM, Randomizer
+from mjx_env.randomize import LIN_VEL_NOISE_STREAM, NOISE_STREAM, PUSH_STREAM, Randomizer
 from mjx_env.rewards import active_scales, scaled_terms
 from mjx_env.state import State
 
@@ -34,6 +34,7 @@ class Go2Task:
         # legged_gym's noise vector: each term's noise times its observation scale, in obs order
         # (angular velocity, gravity, commands, joint positions, joint velocities, actions, phase).
         self.noise_vec = r.noise_level * jnp.concatenate([
+            jnp.zeros(3 * o.actor_lin_vel),                       # the measured velocity has its own noise
             jnp.full(3, r.noise_ang_vel * o.ang_vel_scale), jnp.full(3, r.noise_gravity),
             jnp.zeros(cfg.command.num_commands), jnp.full(12, r.noise_dof_pos * o.dof_pos_scale),
             jnp.full(12, r.noise_dof_vel * o.dof_vel_scale), jnp.zeros(12), jnp.zeros(1)])
@@ -71,7 +72,8 @@ class Go2Task:
         values get uniform noise as in legged_gym; the critic keeps the true ones."""
         o = self.cfg.obs
         phase = (jump_steps / self.cfg.command.jump_reward_steps).astype(jnp.float32)
-        policy = jnp.concatenate([
+        lin_vel = [b["lin_vel"] * o.lin_vel_scale] if o.actor_lin_vel else []
+        policy = jnp.concatenate(lin_vel + [
             b["ang_vel"] * o.ang_vel_scale,
             b["gravity"],
             commands * self.commands_scale,
@@ -81,10 +83,28 @@ class Go2Task:
             phase[None],
         ])
         critic = jnp.concatenate([policy, b["lin_vel"] * o.lin_vel_scale, b["height"][None]])
+        if o.actor_lin_vel and noise_key is not None:
+            # A measured velocity is a noisy one (its own stream: the other noise is unchanged).
+            u = jax.random.uniform(jax.random.fold_in(noise_key, LIN_VEL_NOISE_STREAM), (3,), minval=-1.0, maxval=1.0)
+            policy = policy.at[:3].add(u * o.lin_vel_noise * o.lin_vel_scale)
         if self.cfg.randomization.obs_noise and noise_key is not None:
             u = jax.random.uniform(jax.random.fold_in(noise_key, NOISE_STREAM), policy.shape, minval=-1.0, maxval=1.0)
             policy = policy + u * self.noise_vec
         return policy, critic
+
+    def history(self, obs) -> jax.Array:
+        """A fresh history: every slot holds the episode's first observation."""
+        return jnp.tile(obs[None], (self.cfg.obs.history_length, 1))
+
+    @staticmethod
+    def push_history(history, obs) -> jax.Array:
+        """The oldest observation out, the newest in at the end."""
+        return jnp.concatenate([history[1:], obs[None]])
+
+    def refresh_obs(self, state: State, obs) -> jax.Array:
+        """The history after a tool rewrote the newest observation: at an episode's start (nothing
+        seen yet but that observation) every slot holds it, later only the newest slot changes."""
+        return jnp.where(state.episode_step == 0, self.history(obs), state.obs_history.at[-1].set(obs))
 
     def reward_terms(self, b: dict, state: State, action) -> dict:
         """Scaled terms of a step from `state` with `action` to the state reached (base `b`)."""
@@ -125,7 +145,8 @@ class Go2Task:
         metrics = {k: jnp.zeros_like(v) for k, v in self.metrics(self.base(qpos, qvel)).items()}
         return State(metrics=metrics, qpos=qpos, qvel=qvel, last_action=zeros_a, commands=commands, jump_steps=jump_steps,
                      jump_target=jump_target,
-                     episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, critic_obs=critic,
+                     episode_step=jnp.zeros((), jnp.int32), key=key, obs=obs, obs_history=self.history(obs),
+                     critic_obs=critic,
                      reward=jnp.zeros((), jnp.float32), terminated=f, time_out=f, done=f, diverged=f, bad_action=f,
                      reward_terms=dict(sums), episode_sums=dict(sums), final_episode_sums=dict(sums),
                      final_episode_length=jnp.zeros((), jnp.int32), dr=dr, push_countdown=push_countdown)
@@ -134,7 +155,7 @@ class Go2Task:
         """Set an env's commands and refresh its observation to show them (tools, not training)."""
         obs, critic = self.observe(self.base(state.qpos, state.qvel), commands, state.last_action,
                                    state.jump_steps)
-        return state.replace(commands=commands, obs=obs, critic_obs=critic)
+        return state.replace(commands=commands, obs=obs, obs_history=self.refresh_obs(state, obs), critic_obs=critic)
 
     def with_jump(self, state: State, jump, height) -> State:
         """Command a jump where `jump` (tools: play, data collection), shown in the observation."""
@@ -142,7 +163,7 @@ class Go2Task:
                                                               jump, height)
         obs, critic = self.observe(self.base(state.qpos, state.qvel), commands, state.last_action, jump_steps)
         return state.replace(commands=commands, jump_steps=jump_steps, jump_target=jump_target, obs=obs,
-                             critic_obs=critic)
+                             obs_history=self.refresh_obs(state, obs), critic_obs=critic)
 
     def push(self, state: State) -> State:
         """Before the physics: kick the base when this env's push timer runs out (pushes on)."""
@@ -209,7 +230,8 @@ class Go2Task:
         obs, critic = self.observe(b, commands, action, jump_steps, key)
         cont = state.replace(qpos=qpos, qvel=qvel, last_action=action, commands=commands,
                              jump_steps=jump_steps.astype(jnp.int32), jump_target=jump_target,
-                             episode_step=episode_step, key=key, obs=obs, critic_obs=critic, episode_sums=sums)
+                             episode_step=episode_step, key=key, obs=obs, critic_obs=critic, episode_sums=sums,
+                             obs_history=self.push_history(state.obs_history, obs))
         fresh = self.reset(k_reset).replace(key=key)
         new = jax.tree_util.tree_map(lambda r, k: jnp.where(done, r, k), fresh, cont)
         zero = jnp.zeros((), jnp.float32)
