@@ -2,7 +2,9 @@
 
     python -m bridge.policy logs/go2-cpu/model_622.pt go2_walk.onnx
 
-The graph maps `obs` (N, 48) to `actions` (N, 12) for any batch N. `metadata_props` holds
+The graph maps `obs` (N, H x 48) to `actions` (N, 12) for any batch N: one row holds the last H
+policy observations, oldest first (H = metadata `history_length`, 1 for the seed's policy); a
+velocity estimator, if the policy has one, is inside the graph. `metadata_props` holds
 JSON-encoded values, all read from mjx_env/config.py: joint names in action order, default joint
 positions, PD gains and torque limits, action scale, clip and latency, control and physics
 periods, the observation layout (term, size, per-element scale) and the command ranges, plus the
@@ -30,7 +32,11 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def deploy_metadata(cfg, model_path, checkpoint_path) -> dict:
+HISTORY_FILL = ("obs holds the last history_length observations, oldest first; at an episode's start every slot "
+                "holds its first observation, then each control step drops the oldest and appends the newest")
+
+
+def deploy_metadata(cfg, model_path, checkpoint_path, estimator: bool = False) -> dict:
     """The deploy facts of a task config as plain JSON values (keys as in the ONNX file)."""
     from mjx_env.config import JOINT_NAMES
     e, o, c = cfg.env, cfg.obs, cfg.command
@@ -52,6 +58,9 @@ def deploy_metadata(cfg, model_path, checkpoint_path) -> dict:
         "control_dt": e.dt,
         "sim_dt": e.sim_dt,
         "observation_layout": layout,
+        "history_length": o.history_length,
+        "history_fill": HISTORY_FILL,
+        "velocity_estimator": bool(estimator),
         "command_names": list(COMMAND_NAMES),
         "command_ranges": {n: list(r) for n, r in zip(COMMAND_NAMES, ranges)},
         "base_init_pos": list(e.base_init_pos),
@@ -66,7 +75,8 @@ def deploy_metadata(cfg, model_path, checkpoint_path) -> dict:
 DOC = ("Go2 walking policy. actions = net(obs); PD target of each joint = default_joint_pos + "
        "action_scale * clip(action, +-action_clip), applied action_latency_steps control periods later "
        "(control_dt), torque = kp (target - q) - kd qdot clipped to torque_limits. obs = concatenation of "
-       "observation_layout terms, each raw value times its scale. All metadata values are JSON.")
+       "observation_layout terms, each raw value times its scale; the input row is the last history_length "
+       "such observations, oldest first (history_fill). All metadata values are JSON.")
 
 
 def export_onnx(actor: torch.nn.Module, dst, metadata: dict) -> None:
@@ -98,6 +108,15 @@ def read_metadata(path) -> dict:
     import onnx
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: json.loads(p.value) for p in proto.metadata_props}
+
+
+def onnx_inputs(path):
+    """The bridge.policy.ActorInputs of an exported policy, from its metadata (seed's before they existed)."""
+    from bridge.policy import ActorInputs
+    meta = read_metadata(path)
+    return ActorInputs(history_length=int(meta.get("history_length", 1)),
+                       actor_lin_vel=any(t["name"] == "base_lin_vel" for t in meta.get("observation_layout", [])),
+                       estimator=bool(meta.get("velocity_estimator", False)))
 
 
 class OnnxActor(torch.nn.Module):

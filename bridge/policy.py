@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,11 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
         raise UserError(f"cannot tell the format of {dst}: name it *.onnx (ONNX with deploy metadata) "
                         "or *.pt (actor weights)")
     cfg = TaskConfig()
-    actor = load_actor(src, cfg.obs.num_obs, cfg.env.num_actions)     # validates
+    if Path(src).suffix == ".onnx":
+        raise UserError(f"{src} is already an exported ONNX policy; export from an rsl_rl checkpoint or actor .pt")
+    inputs = policy_inputs(src)
+    cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(inputs.history_length, inputs.actor_lin_vel))
+    actor = load_actor(src, cfg.obs.actor_obs_size, cfg.env.num_actions)     # validates
     if not isinstance(actor, Actor):
         raise UserError(f"{src} is already an exported ONNX policy; export from an rsl_rl checkpoint or actor .pt")
     xml_path = Path(xml_path) if xml_path else DEFAULT_XML
@@ -193,10 +198,11 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.suffix == ".onnx":
             from bridge.deploy import deploy_metadata, export_onnx
-            export_onnx(actor, dst, deploy_metadata(cfg, xml_path, src))
+            export_onnx(actor, dst, deploy_metadata(cfg, xml_path, src, inputs.estimator))
         else:
             ckpt = load_checkpoint_file(src)
-            small = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter"), "source": str(src)}
+            small = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter"), "source": str(src),
+                     "actor_inputs": dataclasses.asdict(inputs)}
             atomic_write(dst, lambda tmp: torch.save(small, tmp))
     except OSError as exc:
         raise UserError(f"cannot write {dst}: {exc.strerror or first_line(exc)}; choose a writable path") from None

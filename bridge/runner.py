@@ -181,7 +181,7 @@ def read_checkpoint(path: str | os.PathLike, inputs, num_critic_obs: int, num_ac
     num_obs = inputs.size + 3 * inputs.estimator        # what the actor's MLP reads
     for part, n_in in (("actor", num_obs), ("critic", num_critic_obs)):
         sd = ckpt.get(f"{part}_state_dict") if part == "actor" else ckpt.get("critic_state_dict", {})
-        weights = [k for k in sd if k.endswith(".weight") and "normalizer" not in k]
+        weights = [k for k in sd if k.startswith("mlp.") and k.endswith(".weight")]
         if not weights:
             if part == "critic":
                 continue

@@ -70,6 +70,7 @@ def observation(meta, jm: JointMap, qpos, qvel, last_action, command) -> np.ndar
     """The policy input, term by term as the metadata's observation_layout lists it."""
     b = base_state(jm, qpos, qvel)
     raw = {
+        "base_lin_vel": b["lin_vel"],       # only a policy trained with --actor-lin-vel reads it
         "base_ang_vel": b["ang_vel"],
         "projected_gravity": rotate_inverse(b["quat"], np.array([0.0, 0.0, -1.0])),
         "commands": command,
@@ -134,6 +135,22 @@ class Robot:
     def observe(self, command) -> np.ndarray:
         return observation(self.meta, self.jm, self.d.qpos, self.d.qvel, self.last_action, command)
 
+
+class History:
+    """The policy input: the last history_length observations, oldest first, as one row. At an
+    episode's start every slot holds its first observation (metadata history_fill)."""
+
+    def __init__(self, meta):
+        self.n = int(meta.get("history_length", 1))
+        self.frames = deque(maxlen=self.n)
+
+    def push(self, obs: np.ndarray) -> np.ndarray:
+        if not self.frames:
+            self.frames.extend([obs] * self.n)
+        else:
+            self.frames.append(obs)
+        return np.concatenate(self.frames)
+
     def step(self, action):
         """One control period: the PD target of the action due now, held for every physics step."""
         clip = self.meta["action_clip"]
@@ -152,8 +169,9 @@ def run(policy_path, xml_path, command, duration) -> dict:
     robot = Robot(meta, xml_path)
     max_tilt = np.deg2rad(meta["termination_roll_pitch_deg"])
     errors, fell_at = [], None
+    history = History(meta)
     for k in range(int(round(duration / meta["control_dt"]))):
-        action = session.run(None, {"obs": robot.observe(command)[None]})[0][0]
+        action = session.run(None, {"obs": history.push(robot.observe(command))[None]})[0][0]
         robot.step(action)
         b = base_state(robot.jm, robot.d.qpos, robot.d.qvel)
         errors.append(np.abs([b["lin_vel"][0] - command[0], b["lin_vel"][1] - command[1],

@@ -1,9 +1,18 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# One XLA compilation per distinct program for the whole run: many tests build an env (or start a
+# command) whose step is the same program, and on a 2-core CPU each compile of an MJX step takes
+# most of a minute. JAX's persistent cache is keyed on the program and compiler options, so a hit
+# is the same executable; a fresh directory per run keeps every run's compiles its own. The
+# variables reach the commands that tests start as subprocesses too.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="go2-test-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 OWN_XML = REPO / "Unitree_go2" / "go2_mjx_gym.xml"
@@ -16,6 +25,18 @@ def ref_xml():
     if not path.is_file():
         pytest.skip(f"reference Menagerie model not found at {path} (shared/ is not beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def default_digests():
+    """tests/rollout_digest.py's digest of the default env on each backend (computed once)."""
+    from rollout_digest import rollout_digest
+    out = {}
+    for backend in ("mujoco", "mjx"):
+        digest, events = rollout_digest(backend)
+        assert min(events.values()) >= 1, events     # resampling, a reset, a time-out, a bad action happened
+        out[backend] = digest
+    return out
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from bridge.deploy import OPSET, read_metadata
+from bridge.deploy import HISTORY_FILL, OPSET, read_metadata
 from bridge.policy import SHIPPED_POLICY, export_actor, load_actor, main as export_main
 from mjx_env.config import CommandConfig, TaskConfig
 from mjx_env.env import Go2Env
@@ -115,6 +115,7 @@ def test_metadata_every_key_equals_the_config(exported):
         "command_ranges": {"lin_vel_x": [-1.0, 2.0], "lin_vel_y": [-0.5, 0.5], "ang_vel_z": [-0.6, 0.6],
                            "height": [0.2, 0.4], "jump": [0.5, 1.5]},
         "base_init_pos": [0.0, 0.0, 0.42], "termination_roll_pitch_deg": [10.0, 10.0],
+        "history_length": 1, "history_fill": HISTORY_FILL, "velocity_estimator": False,
         "model_file": "go2_mjx_gym.xml", "model_sha256": sha(OWN_XML),
         "checkpoint_file": "random.pt", "checkpoint_sha256": sha(src),
     }
