@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import itertools
 import json
 import sys
@@ -49,6 +48,7 @@ import dynaflow_data
 import mjx_env  # noqa: F401
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
+from mjx_env.files import atomic_write, sha256
 
 FORMAT_VERSION = 1
 STEP_FIELDS = ("qpos", "qvel", "base_pos", "base_quat", "base_lin_vel", "base_ang_vel", "joint_pos", "joint_vel",
@@ -104,10 +104,6 @@ def write_hdf5(path, steps: dict, episodes: dict, meta: dict) -> None:
 
 
 # ---- collecting ------------------------------------------------------------------------------
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def command_list(args, rng) -> list:
     """One command per episode: the grid, cycled, or uniform samples in the ranges."""
     if args.grid:
@@ -129,7 +125,6 @@ def collect(args) -> dict:
 
     from bridge.device import resolve
     from bridge.policy import SHIPPED_POLICY, load_actor
-    from bridge.runner import atomic_write
     from bridge.vec_env import to_torch
     from mjx_env.config import JOINT_NAMES, CommandConfig, EnvConfig, TaskConfig
     from mjx_env.env import Go2Env
@@ -264,7 +259,6 @@ SAME_IN_EVERY_PART = {"model_sha256": "model", "checkpoint_sha256": "checkpoint"
 
 def merge(paths, out) -> dict:
     """One dataset from HDF5 parts of one collection, episodes in the order of the parts."""
-    from bridge.runner import atomic_write
     out = Path(out)
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist")

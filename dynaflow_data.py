@@ -173,14 +173,14 @@ def convert(h5_path, out) -> dict:
     ds = load_dataset(h5_path)
     if "state_names" not in ds.meta:          # files written before the names were stored
         ds.meta["state_names"] = _state_names_of(ds.meta)
-    from bridge.runner import atomic_write
+    from mjx_env.files import atomic_write
     atomic_write(out, lambda tmp: write_npz(tmp, ds.steps, ds.episodes, ds.meta))
     return {"episodes": len(ds), "steps": int(ds.episodes["length"].sum()), "out": str(out)}
 
 
 def _state_names_of(meta: dict):
     """State names from the dataset's model file, if it is still there and unchanged; else None."""
-    from collect_trajectories import sha256
+    from mjx_env.files import sha256
     from mjx_env.config import EnvConfig
     from mjx_env.model import load_go2
     path = Path(meta["model_path"])

@@ -175,7 +175,8 @@ def run(args, group: Group) -> int:
     import torch
     from mjx_env.model import load_go2
     from bridge.policy import load_actor
-    from bridge.runner import Go2Runner, atomic_pickle, ppo_train_cfg, read_checkpoint
+    from bridge.runner import Go2Runner, ppo_train_cfg, read_checkpoint
+    from mjx_env.files import atomic_pickle
 
     if args.resume and args.init_actor:
         raise UserError("--resume and --init-actor exclude each other: --resume already holds the actor")

@@ -10,7 +10,6 @@ SHA-256 of the MJCF and of the checkpoint. examples/deploy_onnx.py shows how to 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -20,14 +19,11 @@ import numpy as np
 import torch
 
 from mjx_env.errors import UserError, first_line
+from mjx_env.files import sha256
 
 OPSET = 18          # torch.export-based exporter's own default; onnxruntime >= 1.14 runs it
 FORMAT = "go2-policy/1"
 COMMAND_NAMES = ("lin_vel_x", "lin_vel_y", "ang_vel_z", "height", "jump")
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def deploy_metadata(cfg, model_path, checkpoint_path) -> dict:

@@ -74,7 +74,8 @@ def load_actor(path: str | Path | None = None, num_obs: int = 48, num_actions: i
 def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None = None) -> None:
     """Export a checkpoint's actor: to ONNX with deploy metadata (dst *.onnx), or keep only its
     weights and where they came from (dst *.pt)."""
-    from bridge.runner import atomic_write, load_checkpoint_file
+    from bridge.runner import load_checkpoint_file
+    from mjx_env.files import atomic_write
     from mjx_env.config import TaskConfig
     from mjx_env.model import DEFAULT_XML
 

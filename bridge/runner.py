@@ -3,8 +3,6 @@ writes checkpoints atomically and checks them before loading."""
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +10,7 @@ from rsl_rl.runners import OnPolicyRunner
 from rsl_rl.utils.logger import Logger
 
 from mjx_env.errors import UserError, first_line
+from mjx_env.files import atomic_write
 
 
 def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict:
@@ -46,32 +45,6 @@ def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict
             "value_loss_coef": 1.0,
         },
     }
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """write(tmp_path) then rename: a crash mid-write never truncates an existing file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the file the usual permissions
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_pickle(obj, path) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f)
-    atomic_write(path, write)
 
 
 class DeviceLogger(Logger):

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     try:
         z, states, recorded = load_window(args.npz, args.episode, args.start, args.horizon)
         import dynaflow_data
-        from collect_trajectories import sha256
+        from mjx_env.files import sha256
         from mjx_env.config import TaskConfig
         from mjx_env.dynamics import Go2Dynamics
 
