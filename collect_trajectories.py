@@ -9,101 +9,27 @@
     python collect_trajectories.py merge part0.h5 part1.h5 --out all.h5          # parts of array jobs
     python collect_trajectories.py --checkpoint policies/go2_jump.pt --jump 0.6 --jump-every 2 --out jumps.h5
 
-Layout of the file (T steps in all, E episodes; float32 unless said):
-  steps/   qpos (T, nq), qvel (T, nv)              MuJoCo state at which the action was taken
-           base_pos (T, 3), base_quat (T, 4)        world frame, quaternion w x y z
-           base_lin_vel (T, 3), base_ang_vel (T, 3) base frame
-           joint_pos (T, 12), joint_vel (T, 12)     policy order FR, FL, RR, RL x hip, thigh, calf
-           last_action (T, 12)                      previous action: it sets this step's PD target
-           actions (T, 12)                          policy output (clipped), unscaled
-           pd_targets (T, 12)                       joint targets applied during this step (rad)
-           commands (T, 5)                          vx, vy, yaw rate, height, jump (H at the step a jump
-                                                    is commanded, else 0; obs[:, 47] is the jump phase)
-           obs (T, 48)                              policy observation
-           rewards (T,)                             reward of this step
-           foot_contacts (T, 4) bool, foot_pos (T, 4, 3)   feet FR, FL, RR, RL at this state
-           done, time_out, terminated (T,) bool     the episode ends after this step (and why)
-  episodes/ start (E,) int64, length (E,) int32, fell (E,) bool, command (E, 5),
-           seed (E,) int64 (run seed), key (E, 2) uint32 (the env's PRNG key at the episode's start),
-           env_index (E,) int32; with --randomize also dr_<draw> (E, ...): the episode's physics draws
-           (mjx_env/randomize.py: friction, added_base_mass, base_com_offset, link_mass_scale, ...)
-  attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, dt, sim_dt, configs (JSON),
-           joint_names, state_names (JSON: qpos then qvel entries), created, format_version
-Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = True.
-An --out ending in .npz writes the DynaFlow layout instead (see dynaflow_data.py), from the same arrays.
+The file layouts (HDF5, and DynaFlow's NPZ for an --out ending in .npz) are described in demos/hdf5.py
+and demos/npz.py.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import dynaflow_data
 import mjx_env  # noqa: F401
+from demos import FORMAT_VERSION, STEP_FIELDS, convert, load_dataset, merge, write  # noqa: F401 (load_dataset: re-exported)
+from demos.npz import state_names
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
-from mjx_env.files import atomic_write, sha256
+from mjx_env.files import sha256
 
-FORMAT_VERSION = 1
-STEP_FIELDS = ("qpos", "qvel", "base_pos", "base_quat", "base_lin_vel", "base_ang_vel", "joint_pos", "joint_vel",
-               "last_action", "actions", "pd_targets", "commands", "obs", "rewards", "foot_contacts", "foot_pos",
-               "done", "time_out", "terminated")
-EPISODE_FIELDS = ("start", "length", "fell", "command", "seed", "key", "env_index")
-
-
-# ---- loading ---------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Dataset:
-    steps: dict
-    episodes: dict
-    meta: dict
-
-    def __len__(self) -> int:
-        return len(self.episodes["start"])
-
-    def episode(self, i: int) -> dict:
-        s, n = int(self.episodes["start"][i]), int(self.episodes["length"][i])
-        return {k: v[s:s + n] for k, v in self.steps.items()}
-
-
-def load_dataset(path) -> Dataset:
-    """Read a file written by this script into numpy arrays."""
-    import h5py
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"dataset not found: {path}")
-    with h5py.File(path, "r") as f:
-        steps = {k: f["steps"][k][()] for k in f["steps"]}
-        episodes = {k: f["episodes"][k][()] for k in f["episodes"]}
-        meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    meta["configs"] = json.loads(meta["configs"])
-    meta["joint_names"] = list(json.loads(meta["joint_names"]))
-    if "state_names" in meta:
-        meta["state_names"] = list(json.loads(meta["state_names"]))
-    return Dataset(steps, episodes, meta)
-
-
-def write_hdf5(path, steps: dict, episodes: dict, meta: dict) -> None:
-    """The HDF5 layout above; meta holds configs as a dict and name lists as lists."""
-    import h5py
-    with h5py.File(path, "w") as f:
-        g = f.create_group("steps")
-        for k, data in steps.items():
-            g.create_dataset(k, data=data, compression="gzip", compression_opts=4)
-        g = f.create_group("episodes")
-        for k, data in episodes.items():
-            g.create_dataset(k, data=data)
-        f.attrs.update({k: json.dumps(v) if k in ("configs", "joint_names", "state_names") else v
-                        for k, v in meta.items()})
-
-
-# ---- collecting ------------------------------------------------------------------------------
 def command_list(args, rng) -> list:
     """One command per episode: the grid, cycled, or uniform samples in the ranges."""
     if args.grid:
@@ -242,57 +168,14 @@ def collect(args) -> dict:
     meta = dict(model_path=str(go2.xml_path), model_sha256=sha256(go2.xml_path),
                 checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint),
                 dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
-                configs=configs, joint_names=list(JOINT_NAMES), state_names=dynaflow_data.state_names(go2.mj_model),
+                configs=configs, joint_names=list(JOINT_NAMES), state_names=state_names(go2.mj_model),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
-    writer = dynaflow_data.write_npz if out.suffix == ".npz" else write_hdf5
-    atomic_write(out, lambda tmp: writer(tmp, steps, episode_arrays, meta))
+    write(out, steps, episode_arrays, meta)
     return {"episodes": len(episodes), "steps": int(lengths.sum()), "falls": int(sum(e[3] for e in episodes)),
             "seconds": time.time() - t0, "out": str(out)}
 
 
 # ---- several ranks (torchrun) and parts (array jobs) ---------------------------------------------
-# Parts of one collection agree on all of these; merge refuses the others.
-SAME_IN_EVERY_PART = {"model_sha256": "model", "checkpoint_sha256": "checkpoint", "configs": "task configs",
-                      "backend": "backend", "dt": "control period", "sim_dt": "physics step",
-                      "joint_names": "joint order", "format_version": "format version"}
-
-
-def merge(paths, out) -> dict:
-    """One dataset from HDF5 parts of one collection, episodes in the order of the parts."""
-    out = Path(out)
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
-    if out.resolve() in {Path(p).resolve() for p in paths}:
-        raise UserError(f"--out {out} is one of the parts: write the merged file elsewhere")
-    import h5py
-    for p in paths:
-        if Path(p).is_file() and not h5py.is_hdf5(p):
-            raise UserError(f"{p} is not an HDF5 file: merge reads parts written by collect_trajectories.py --out *.h5")
-    parts = [load_dataset(p) for p in paths]
-    ref = parts[0].meta
-    seeds = {}
-    for path, ds in zip(paths, parts):
-        for key, what in SAME_IN_EVERY_PART.items():
-            if ds.meta.get(key) != ref.get(key):
-                raise UserError(f"{path} comes from a different {what} than {paths[0]}: "
-                                "merge only parts of one collection")
-        for seed in sorted(set(ds.episodes["seed"].tolist())):
-            if seed in seeds:
-                raise UserError(f"{path} and {seeds[seed]} were both collected with seed {seed}, so their "
-                                "episodes repeat: give every part its own --seed")
-            seeds[seed] = path
-    steps = {k: np.concatenate([ds.steps[k] for ds in parts]) for k in STEP_FIELDS}
-    offsets = np.cumsum([0] + [len(ds.steps["done"]) for ds in parts])
-    episodes = {k: np.concatenate([ds.episodes[k] for ds in parts]) for k in parts[0].episodes}  # dr_* too
-    episodes["start"] = np.concatenate([ds.episodes["start"] + o for ds, o in zip(parts, offsets)]).astype(np.int64)
-    meta = dict(ref, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                merged_from=json.dumps([Path(p).name for p in paths]))
-    writer = dynaflow_data.write_npz if out.suffix == ".npz" else write_hdf5
-    atomic_write(out, lambda tmp: writer(tmp, steps, episodes, meta))
-    return {"episodes": int(sum(len(ds) for ds in parts)), "steps": int(offsets[-1]),
-            "falls": int(episodes["fell"].sum()), "out": str(out)}
-
-
 def collect_on_ranks(args, group) -> dict:
     """Under torchrun: rank r collects its share of the episodes with seed + r into a part file
     beside --out (a folder every rank can write); rank 0 merges the parts into --out."""
@@ -354,7 +237,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:
-        return dynaflow_data.main(argv[1:])
+        return convert_main(argv[1:])
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     from bridge.distributed import Group
@@ -390,6 +273,21 @@ def merge_main(argv) -> int:
         return 2
     print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell "
           f"(from {len(args.parts)} parts)")
+    return 0
+
+
+def convert_main(argv) -> int:
+    p = OneLineParser(prog="collect_trajectories.py convert",
+                      description="Convert an HDF5 dataset of collect_trajectories.py to the DynaFlow NPZ format.")
+    p.add_argument("h5", help="dataset written by collect_trajectories.py --out *.h5")
+    p.add_argument("--out", required=True, help="NPZ file to write")
+    args = p.parse_args(argv)
+    try:
+        res = convert(args.h5, args.out)
+    except UserError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps")
     return 0
 
 
