@@ -29,6 +29,8 @@ from demos.npz import state_names
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
 from mjx_env.files import sha256
+from tools.cli import (add_commands, add_device, add_model, add_perturbations, check_backend, randomization_config,
+                       run)
 
 def command_list(args, rng) -> list:
     """One command per episode: the grid, cycled, or uniform samples in the ranges."""
@@ -47,32 +49,25 @@ def command_list(args, rng) -> list:
 def collect(args) -> dict:
     import jax
     import jax.numpy as jnp
-    import torch
 
-    from bridge.device import resolve
-    from bridge.policy import SHIPPED_POLICY, load_actor
-    from bridge.vec_env import to_torch
+    from bridge.policy import SHIPPED_POLICY
     from mjx_env.config import JOINT_NAMES, CommandConfig, EnvConfig, TaskConfig
-    from mjx_env.env import Go2Env
+    from tools.rollout import PolicyLoop
 
     if args.episodes < 1 or args.num_envs < 1 or args.duration <= 0:
         raise UserError("--episodes and --num_envs must be >= 1 and --duration > 0")
-    if args.backend not in ("mujoco", "mjx"):
-        raise UserError(f"unknown --backend {args.backend!r}: choose mujoco or mjx")
+    check_backend(args.backend)
     out = Path(args.out)
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist")
-    from play import jump_schedule, randomization_config
     # With --jump the recorded rewards are the jump task's (jump terms on, no random jump commands).
     cfg = TaskConfig(randomization=randomization_config(args), env=EnvConfig(episode_length_s=args.duration),
                      command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0,
                                            jumps_enabled=args.jump is not None, jump_prob=0.0))
-    jump_every = jump_schedule(args, cfg)
     checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY
-    devices = resolve(args.device if args.backend == "mjx" else "cpu", args.matmul_precision)
-    actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions).to(devices.torch)  # where the env is
     n = min(args.num_envs, args.episodes)
-    env = Go2Env(n, args.backend, cfg, xml_path=args.xml_path, device=devices.jax)
+    loop = PolicyLoop(args, cfg, checkpoint, n)
+    env = loop.env
     probe = FootProbe(env.model)
     go2, task = env.model, env.task
     rng = np.random.default_rng(args.seed)
@@ -89,62 +84,53 @@ def collect(args) -> dict:
     start_dr = {k: np.asarray(v).copy() for k, v in state.dr.items()}   # randomization draws ({} when off)
     buffers = [dict((k, []) for k in STEP_FIELDS) for _ in range(n)]
     episodes = []                                # (env index, command, key, fell, steps dict)
-    default = np.asarray(task.default_angles)
-    scale = cfg.env.action_scale
     t0 = time.time()
-    from tqdm import tqdm
-    bar = tqdm(total=-(-args.episodes // n) * cfg.env.max_episode_length, unit="step", desc="collect",
-               leave=False, disable=True if args.no_progress else None)     # None: off when not a terminal
-    with torch.inference_mode():
-        while len(episodes) < args.episodes and active.any():
-            qpos, qvel = np.asarray(state.qpos), np.asarray(state.qvel)
-            last_action = np.asarray(state.last_action)
-            obs = np.asarray(state.obs)
-            b = jax.vmap(task.base)(state.qpos, state.qvel)
-            foot_pos, _, contacts = probe(qpos)
-            actions_t = actor(to_torch(state.obs))
-            new = env.step(state, jax.dlpack.from_dlpack(actions_t.contiguous()))
-            actions = np.asarray(new.last_action)   # the clipped action this step used
-            applied = last_action if cfg.env.simulate_action_latency else actions
-            row = dict(qpos=qpos, qvel=qvel, base_pos=qpos[:, go2.base_qpos_adr:go2.base_qpos_adr + 3],
-                       base_quat=qpos[:, go2.base_qpos_adr + 3:go2.base_qpos_adr + 7],
-                       base_lin_vel=np.asarray(b["lin_vel"]), base_ang_vel=np.asarray(b["ang_vel"]),
-                       joint_pos=qpos[:, go2.qpos_idx], joint_vel=qvel[:, go2.qvel_idx], last_action=last_action,
-                       actions=actions, pd_targets=default + scale * applied, commands=np.asarray(state.commands),
-                       obs=obs, rewards=np.asarray(new.reward), foot_contacts=contacts, foot_pos=foot_pos,
-                       done=np.asarray(new.done), time_out=np.asarray(new.time_out),
-                       terminated=np.asarray(new.terminated))
-            for i in np.flatnonzero(active):
-                for k in STEP_FIELDS:
-                    buffers[i][k].append(row[k][i])
-            done = np.asarray(new.done)
-            cmds = np.asarray(new.commands).copy()
-            for i in np.flatnonzero(done & active):
-                fell = bool(row["terminated"][i])
-                if not (fell and args.drop_falls):
-                    episodes.append((i, buffers[i]["commands"][0], start_key[i].copy(), fell,
-                                     {k: np.stack(v) for k, v in buffers[i].items()},
-                                     {k: v[i].copy() for k, v in start_dr.items()}))
-                buffers[i] = dict((k, []) for k in STEP_FIELDS)
-                if next_cmd < len(queue) or (args.drop_falls and len(episodes) < args.episodes):
-                    cmds[i] = queue[next_cmd % len(queue)]
-                    next_cmd += 1
-                else:
-                    active[i] = False
-            state = env.with_commands(new, jnp.asarray(cmds)) if done.any() else new
-            if jump_every:
-                step = np.asarray(state.episode_step)
-                jump = active & ~done & (step > 0) & (step % jump_every == 0)
-                if jump.any():
-                    state = env.with_jump(state, jnp.asarray(jump), jnp.full(n, args.jump, jnp.float32))
-            if done.any():
-                start_key[done] = np.asarray(state.key)[done]
-                for k, v in state.dr.items():
-                    start_dr[k][done] = np.asarray(v)[done]
-            if args.drop_falls and next_cmd > 20 * args.episodes:
-                raise UserError("the policy falls in almost every episode: nothing to keep with --drop-falls")
-            bar.update()
-            bar.set_postfix(episodes=len(episodes), refresh=False)
+    bar = loop.progress(-(-args.episodes // n) * cfg.env.max_episode_length, "collect", args.no_progress)
+    while len(episodes) < args.episodes and active.any():
+        qpos, qvel = np.asarray(state.qpos), np.asarray(state.qvel)
+        last_action = np.asarray(state.last_action)
+        obs = np.asarray(state.obs)
+        b = jax.vmap(task.base)(state.qpos, state.qvel)
+        foot_pos, _, contacts = probe(qpos)
+        new = loop.step(state)
+        actions = np.asarray(new.last_action)   # the clipped action this step used
+        row = dict(qpos=qpos, qvel=qvel, base_pos=qpos[:, go2.base_qpos_adr:go2.base_qpos_adr + 3],
+                   base_quat=qpos[:, go2.base_qpos_adr + 3:go2.base_qpos_adr + 7],
+                   base_lin_vel=np.asarray(b["lin_vel"]), base_ang_vel=np.asarray(b["ang_vel"]),
+                   joint_pos=qpos[:, go2.qpos_idx], joint_vel=qvel[:, go2.qvel_idx], last_action=last_action,
+                   actions=actions, pd_targets=loop.pd_targets(state, new), commands=np.asarray(state.commands),
+                   obs=obs, rewards=np.asarray(new.reward), foot_contacts=contacts, foot_pos=foot_pos,
+                   done=np.asarray(new.done), time_out=np.asarray(new.time_out),
+                   terminated=np.asarray(new.terminated))
+        for i in np.flatnonzero(active):
+            for k in STEP_FIELDS:
+                buffers[i][k].append(row[k][i])
+        done = np.asarray(new.done)
+        cmds = np.asarray(new.commands).copy()
+        for i in np.flatnonzero(done & active):
+            fell = bool(row["terminated"][i])
+            if not (fell and args.drop_falls):
+                episodes.append((i, buffers[i]["commands"][0], start_key[i].copy(), fell,
+                                 {k: np.stack(v) for k, v in buffers[i].items()},
+                                 {k: v[i].copy() for k, v in start_dr.items()}))
+            buffers[i] = dict((k, []) for k in STEP_FIELDS)
+            if next_cmd < len(queue) or (args.drop_falls and len(episodes) < args.episodes):
+                cmds[i] = queue[next_cmd % len(queue)]
+                next_cmd += 1
+            else:
+                active[i] = False
+        state = env.with_commands(new, jnp.asarray(cmds)) if done.any() else new
+        jump = loop.jumps_due(state, active)
+        if jump.any():
+            state = loop.command_jumps(state, jump)
+        if done.any():
+            start_key[done] = np.asarray(state.key)[done]
+            for k, v in state.dr.items():
+                start_dr[k][done] = np.asarray(v)[done]
+        if args.drop_falls and next_cmd > 20 * args.episodes:
+            raise UserError("the policy falls in almost every episode: nothing to keep with --drop-falls")
+        bar.update()
+        bar.set_postfix(episodes=len(episodes), refresh=False)
     bar.close()
     env.close()
     episodes = episodes[:args.episodes]
@@ -211,26 +197,13 @@ def parse_args(argv=None):
     p.add_argument("--num_envs", "-B", type=int, default=64)
     p.add_argument("--duration", type=float, default=20.0, help="episode length (s)")
     p.add_argument("--grid", action="store_true", help="the lists below form a grid, cycled over episodes")
-    p.add_argument("--vx", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--vy", type=float, nargs="+", default=[0.0])
-    p.add_argument("--yaw", type=float, nargs="+", default=[0.0])
-    p.add_argument("--height", type=float, nargs="+", default=[0.3])
+    add_commands(p, vx=(0.0, 1.0))
     p.add_argument("--drop-falls", action="store_true", help="keep only episodes that did not fall")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not on a terminal)")
-    p.add_argument("--jump", type=float, default=None, metavar="H",
-                   help="command a jump to base height H (m) every --jump-every seconds (flight phases)")
-    p.add_argument("--jump-every", type=float, default=2.0, metavar="S", help="seconds between jump commands")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="mujoco")
-    p.add_argument("--device", default=None, help="device of the mjx backend and the actor, as in train.py "
-                                                  "(cuda:0 when torch and JAX both see a GPU); mujoco: cpu")
-    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
-                   choices=("highest", "default"),
-                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
-    p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None)
-    p.add_argument("--randomize", action="store_true", help="collect under domain randomization (per-env physics)")
-    p.add_argument("--push", type=float, default=0.0, metavar="M", help="kick the base by M m/s every --push-every s")
-    p.add_argument("--push-every", type=float, default=4.0, metavar="S")
+    add_model(p)
+    add_device(p)
+    add_perturbations(p)
     return p.parse_args(argv)
 
 
@@ -266,11 +239,10 @@ def merge_main(argv) -> int:
     p.add_argument("parts", nargs="+", help="HDF5 files written by collect_trajectories.py")
     p.add_argument("--out", required=True, help="merged file (*.npz: DynaFlow's NPZ layout; else HDF5)")
     args = p.parse_args(argv)
-    try:
-        res = merge(args.parts, args.out)
-    except UserError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run(p.prog, lambda: merged(merge(args.parts, args.out), args))
+
+
+def merged(res: dict, args) -> int:
     print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell "
           f"(from {len(args.parts)} parts)")
     return 0
@@ -282,11 +254,10 @@ def convert_main(argv) -> int:
     p.add_argument("h5", help="dataset written by collect_trajectories.py --out *.h5")
     p.add_argument("--out", required=True, help="NPZ file to write")
     args = p.parse_args(argv)
-    try:
-        res = convert(args.h5, args.out)
-    except UserError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run(p.prog, lambda: converted(convert(args.h5, args.out)))
+
+
+def converted(res: dict) -> int:
     print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps")
     return 0
 
