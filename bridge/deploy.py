@@ -29,8 +29,9 @@ COMMAND_NAMES = ("lin_vel_x", "lin_vel_y", "ang_vel_z", "height", "jump")
 def deploy_metadata(cfg, model_path, checkpoint_path) -> dict:
     """The deploy facts of a task config as plain JSON values (keys as in the ONNX file)."""
     from mjx_env.config import JOINT_NAMES
+    from mjx_env.model import torque_limit
     e, o, c = cfg.env, cfg.obs, cfg.command
-    limits = [e.torque_limit_knee if n.endswith("calf_joint") else e.torque_limit_hip for n in JOINT_NAMES]
+    limits = [torque_limit(n, e.torque_limit_hip, e.torque_limit_knee) for n in JOINT_NAMES]
     layout = [{"name": name, "size": size, "scale": list(scale)} for name, size, scale in o.policy_layout(e.num_actions)]
     ranges = (c.lin_vel_x_range, c.lin_vel_y_range, c.ang_vel_range, c.height_range, c.jump_range)
     return {

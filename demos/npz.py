@@ -108,7 +108,8 @@ def npz_arrays(steps: dict, episodes: dict, meta: dict) -> dict:
         commands=steps["commands"].astype(np.float32),
     )
     default = dict(env["default_joint_angles"])
-    limits = [env["torque_limit_knee"] if j.endswith("calf_joint") else env["torque_limit_hip"] for j in joints]
+    from mjx_env.model import torque_limit
+    limits = [torque_limit(j, env["torque_limit_hip"], env["torque_limit_knee"]) for j in joints]
     names = meta.get("state_names") or [f"qpos[{i}]" for i in range(steps["qpos"].shape[1])] \
         + [f"qvel[{i}]" for i in range(steps["qvel"].shape[1])]
     out = {k: ragged([v[c] for c in cuts]) for k, v in per_step.items()}

@@ -107,9 +107,6 @@ class RewardConfig:
     jump_speed_gain: float = 0.2           # jump_speed = gain exp(v_z)
     jump_speed_vz_cap: float = 10.0        # v_z above this (m/s) counts as this (keeps exp finite)
 
-    def scale_dict(self) -> dict:
-        return dict(self.scales)
-
 
 @dataclass(frozen=True)
 class CommandConfig:
