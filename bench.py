@@ -405,13 +405,10 @@ def bench_phi(args, devices) -> list:
                                       rng.normal(0.0, 0.1, (B, H, 12)).astype(np.float32))
             W = jax.device_put(jnp.ones((B, H + 1, dyn.nx), dyn.dtype), dyn.device)
             t0 = time.perf_counter()
-            fwd = dyn._rollout_jit.lower(x0, u_prev, U).compile()
+            fwd = dyn.compile_forward(x0, u_prev, U)
             t1 = time.perf_counter()
-            vjp = dyn._vjp_jit.lower(x0, u_prev, U).compile()
-            _, pullback = vjp(x0, u_prev, U)
-            pull = dyn._pullback_jit.lower(pullback, W).compile()
+            vjp, pull = dyn.compile_vjp(x0, u_prev, U, W)
             t2 = time.perf_counter()
-            del pullback
             # compiled ahead of time: no warm-up call needed (warm=True)
             layers = {"forward": Layer("forward", lambda: fwd(x0, u_prev, U), lambda o: _sync(devices, o), True),
                       "forward_backward": Layer("forward_backward", lambda: pull(vjp(x0, u_prev, U)[1], W),
