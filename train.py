@@ -256,15 +256,13 @@ def run(args, group: Group) -> int:
     rss_start = resident_mib()
     stop = {"stop": None}
     install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed)
-    log = runner.logger.log
 
-    def log_then_maybe_stop(*a, **kw):
-        log(*a, **kw)
+    def after_iteration():
         if anneal is not None:                        # the next iteration's noise
             anneal.apply(runner.current_learning_iteration + 1)
         if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested
-    runner.logger.log = log_then_maybe_stop
+    runner.logger.after_log.append(after_iteration)
 
     try:
         runner.learn(num_learning_iterations=args.max_iterations, init_at_random_ep_len=True)

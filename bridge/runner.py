@@ -50,11 +50,13 @@ def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100) -> dict
 class DeviceLogger(Logger):
     """rsl_rl's Logger without a device-to-host sync per env step: the returns and lengths of
     the episodes that end stay on the device until log() (once per iteration), then fill the
-    same last-100 buffers in the same order as rsl_rl's own process_env_step."""
+    same last-100 buffers in the same order as rsl_rl's own process_env_step. Functions in
+    after_log run after every log(), once per iteration (train.py: noise anneal, stop requests)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._ended = []      # per step: (ended mask, episode returns, episode lengths)
+        self.after_log = []
 
     def process_env_step(self, rewards, dones, extras, intrinsic_rewards=None) -> None:
         if self.writer is None or intrinsic_rewards is not None:     # nothing logged / RND: rsl_rl's own
@@ -81,6 +83,8 @@ class DeviceLogger(Logger):
     def log(self, *args, **kwargs) -> None:
         self.hand_over()
         super().log(*args, **kwargs)
+        for hook in self.after_log:
+            hook()
 
 
 class Go2Runner(OnPolicyRunner):
