@@ -204,6 +204,7 @@ def randomized_layers(ctx: Context) -> list:
         return []
     import jax
     import jax.numpy as jnp
+    from mjx_env import randomize
     from mjx_env.config import RandomizationConfig
     from mjx_env.env import Go2Env
     dr = RandomizationConfig(enabled=True, push=True)
@@ -211,11 +212,7 @@ def randomized_layers(ctx: Context) -> list:
     # and the per-env model machinery alone (every range at the nominal value, no pushes).
     nofl = dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0))
     model = ctx.envs[next(iter(ctx.envs))].model.mj_model
-    nominal = dataclasses.replace(
-        nofl, push=False, friction_range=(float(model.geom_friction[:, 0].max()),) * 2,
-        added_base_mass_range=(0.0, 0.0), base_com_offset_range=(0.0, 0.0), link_mass_scale_range=(1.0, 1.0),
-        kp_scale_range=(1.0, 1.0), kd_scale_range=(1.0, 1.0), joint_damping_scale_range=(1.0, 1.0),
-        joint_armature_scale_range=(1.0, 1.0))
+    nominal = randomize.nominal(nofl, model)
     variants = [(b, tag, c) for b in ctx.envs for tag, c in (("dr", dr), ("dr_nofl", nofl), ("dr_nominal", nominal))]
     out = []
     for backend, tag, rcfg in variants:
