@@ -69,9 +69,13 @@ DOC = ("Go2 walking policy. actions = net(obs); PD target of each joint = defaul
 def export_onnx(actor: torch.nn.Module, dst, metadata: dict) -> None:
     """Export with torch.export (dynamo=True: the legacy TorchScript exporter is deprecated since
     torch 2.9), a dynamic batch, then attach the metadata; the file appears complete or not at all."""
+    # Not rsl_rl's own path (OnPolicyRunner.export_policy_to_onnx / MLPModel.as_onnx): it needs the
+    # rsl_rl model, which an exported actor .pt no longer has; it traces a batch of 1 with no dynamic
+    # axis (a fixed-batch graph), and writes the file in place without metadata. The graph here is
+    # the same MLP (obs -> actions, opset 18) with a dynamic batch.
     import onnx
 
-    from bridge.runner import atomic_write
+    from mjx_env.files import atomic_write
     example = torch.zeros(2, actor.num_obs)        # batch 2: a batch of 1 would be specialised
     quiet = logging.getLogger("torch.onnx")          # it warns that the absent torchvision's ops are skipped
     level = quiet.level
