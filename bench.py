@@ -38,6 +38,7 @@ from typing import Callable
 
 import mjx_env  # noqa: F401  (JAX memory policy)
 from mjx_env.errors import OneLineParser, UserError
+from tools.cli import add_device, check_backend, run
 
 
 def _sync(devices, out=None):
@@ -203,6 +204,7 @@ def randomized_layers(ctx: Context) -> list:
         return []
     import jax
     import jax.numpy as jnp
+    from mjx_env import randomize
     from mjx_env.config import RandomizationConfig
     from mjx_env.env import Go2Env
     dr = RandomizationConfig(enabled=True, push=True)
@@ -210,11 +212,7 @@ def randomized_layers(ctx: Context) -> list:
     # and the per-env model machinery alone (every range at the nominal value, no pushes).
     nofl = dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0))
     model = ctx.envs[next(iter(ctx.envs))].model.mj_model
-    nominal = dataclasses.replace(
-        nofl, push=False, friction_range=(float(model.geom_friction[:, 0].max()),) * 2,
-        added_base_mass_range=(0.0, 0.0), base_com_offset_range=(0.0, 0.0), link_mass_scale_range=(1.0, 1.0),
-        kp_scale_range=(1.0, 1.0), kd_scale_range=(1.0, 1.0), joint_damping_scale_range=(1.0, 1.0),
-        joint_armature_scale_range=(1.0, 1.0))
+    nominal = randomize.nominal(nofl, model)
     variants = [(b, tag, c) for b in ctx.envs for tag, c in (("dr", dr), ("dr_nofl", nofl), ("dr_nominal", nominal))]
     out = []
     for backend, tag, rcfg in variants:
@@ -404,13 +402,10 @@ def bench_phi(args, devices) -> list:
                                       rng.normal(0.0, 0.1, (B, H, 12)).astype(np.float32))
             W = jax.device_put(jnp.ones((B, H + 1, dyn.nx), dyn.dtype), dyn.device)
             t0 = time.perf_counter()
-            fwd = dyn._rollout_jit.lower(x0, u_prev, U).compile()
+            fwd = dyn.compile_forward(x0, u_prev, U)
             t1 = time.perf_counter()
-            vjp = dyn._vjp_jit.lower(x0, u_prev, U).compile()
-            _, pullback = vjp(x0, u_prev, U)
-            pull = dyn._pullback_jit.lower(pullback, W).compile()
+            vjp, pull = dyn.compile_vjp(x0, u_prev, U, W)
             t2 = time.perf_counter()
-            del pullback
             # compiled ahead of time: no warm-up call needed (warm=True)
             layers = {"forward": Layer("forward", lambda: fwd(x0, u_prev, U), lambda o: _sync(devices, o), True),
                       "forward_backward": Layer("forward_backward", lambda: pull(vjp(x0, u_prev, U)[1], W),
@@ -484,12 +479,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="rounds: measurements of every layer, interleaved")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
     p.add_argument("--threads", type=int, default=None, help="C MuJoCo threads (default: all cores)")
-    p.add_argument("--device", default=None)
+    add_device(p, device_help=None)
     p.add_argument("--randomize", action="store_true",
                    help="also time each backend's env step under domain randomization and pushes")
-    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
-                   choices=("highest", "default"),
-                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
     p.add_argument("--json", default="bench.json", help="where to write the JSON report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="env-steps/s of every layer against envs")
     p.add_argument("--from", dest="from_json", default=None, metavar="BENCH.json",
@@ -498,52 +490,51 @@ def main(argv=None) -> int:
     p.add_argument("--phi-batch", type=int, nargs="+", default=[128, 1024], help="Φ windows per call (B)")
     p.add_argument("--phi-horizon", type=int, nargs="+", default=[16, 32], help="Φ window lengths (H)")
     args = p.parse_args(argv)
-    try:
+    return run("bench.py", lambda: bench(args))
+
+
+def bench(args) -> int:
+    if args.plot:
+        from tools.plots import bench_figure, check_target
+        check_target(args.plot)
+    if args.from_json:
+        if not args.plot:
+            raise UserError("--from needs --plot OUT.png")
+        try:
+            report = json.loads(open(args.from_json).read())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read benchmark report {args.from_json}: {exc}") from None
+        bench_figure(report, args.plot)
+        print(f"wrote {args.plot}")
+        return 0
+    for n in args.num_envs:
+        if n < 1:
+            raise UserError(f"--num-envs must be >= 1, got {n}")
+    if args.repeats < 1 or args.train_iterations < 1:
+        raise UserError(f"--repeats and --train-iterations must be >= 1, got {args.repeats} "
+                        f"and {args.train_iterations}")
+    for b in args.backends + (args.train_backends or []):
+        check_backend(b, ("mjx", "mujoco"), flag="backend")
+    from bridge import device as devmod
+    from mjx_env.config import TaskConfig
+    from mjx_env.physics import cpu_threads
+    devices = devmod.resolve(args.device, args.matmul_precision)
+    if args.train_backends is None:
+        auto = "mjx" if devices.is_gpu else "mujoco"
+        args.train_backends = [auto] if auto in args.backends else []
+    report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
+              "device": devices.name, "matmul_precision": args.matmul_precision, "threads": args.threads or cpu_threads(), "versions": versions(),
+              "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
+              "results": []}
+    if args.phi:
+        if min(args.phi_batch + args.phi_horizon) < 1:
+            raise UserError("--phi-batch and --phi-horizon must be >= 1")
         if args.plot:
-            from plots import bench_figure, check_target
-            check_target(args.plot)
-        if args.from_json:
-            if not args.plot:
-                raise UserError("--from needs --plot OUT.png")
-            try:
-                report = json.loads(open(args.from_json).read())
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot read benchmark report {args.from_json}: {exc}") from None
-            bench_figure(report, args.plot)
-            print(f"wrote {args.plot}")
-            return 0
-        for n in args.num_envs:
-            if n < 1:
-                raise UserError(f"--num-envs must be >= 1, got {n}")
-        if args.repeats < 1 or args.train_iterations < 1:
-            raise UserError(f"--repeats and --train-iterations must be >= 1, got {args.repeats} "
-                            f"and {args.train_iterations}")
-        for b in args.backends + (args.train_backends or []):
-            if b not in ("mjx", "mujoco"):
-                raise UserError(f"unknown backend {b!r}: choose mjx or mujoco")
-        from bridge import device as devmod
-        from mjx_env.config import TaskConfig
-        from mjx_env.physics import cpu_threads
-        devices = devmod.resolve(args.device, args.matmul_precision)
-        if args.train_backends is None:
-            auto = "mjx" if devices.is_gpu else "mujoco"
-            args.train_backends = [auto] if auto in args.backends else []
-        report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
-                  "device": devices.name, "matmul_precision": args.matmul_precision, "threads": args.threads or cpu_threads(), "versions": versions(),
-                  "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
-                  "results": []}
-        if args.phi:
-            if min(args.phi_batch + args.phi_horizon) < 1:
-                raise UserError("--phi-batch and --phi-horizon must be >= 1")
-            if args.plot:
-                raise UserError("--plot draws the env layers; it does not go with --phi")
-            report["phi"] = bench_phi(args, devices)
-        for n in [] if args.phi else args.num_envs:
-            report["results"].append(bench_count(n, args, devices))
-            print(table({"results": report["results"][-1:]}), flush=True)
-    except UserError as exc:
-        print(f"bench.py: error: {exc}", file=sys.stderr)
-        return 2
+            raise UserError("--plot draws the env layers; it does not go with --phi")
+        report["phi"] = bench_phi(args, devices)
+    for n in [] if args.phi else args.num_envs:
+        report["results"].append(bench_count(n, args, devices))
+        print(table({"results": report["results"][-1:]}), flush=True)
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
     print(f"\n{report['machine']['cpu']}, {report['threads']} threads, device {report['device']}, "
@@ -551,11 +542,7 @@ def main(argv=None) -> int:
     print(phi_table(report["phi"]) if args.phi else table(report))
     print(f"wrote {args.json}")
     if args.plot:
-        try:
-            bench_figure(report, args.plot)
-        except UserError as exc:
-            print(f"bench.py: error: {exc}", file=sys.stderr)
-            return 2
+        bench_figure(report, args.plot)
         print(f"wrote {args.plot}")
     return 0
 

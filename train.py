@@ -24,6 +24,7 @@ from pathlib import Path
 import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
 from bridge.distributed import Group
 from mjx_env.errors import OneLineParser, UserError
+from tools.cli import add_actor_inputs, add_device, add_model, check_backend
 
 REPO = Path(__file__).resolve().parent
 
@@ -33,13 +34,8 @@ def parse_args(argv=None):
     p.add_argument("-e", "--exp_name", default="go2-ppo-dynaflow", help="run name: logs/{exp_name}/")
     p.add_argument("-B", "--num_envs", type=int, default=4096, help="parallel environments")
     p.add_argument("--max_iterations", type=int, default=10000, help="PPO iterations to run (more, on --resume)")
-    p.add_argument("--device", default=None, help="cuda:0 when torch and JAX both see a GPU, else cpu")
-    p.add_argument("--matmul-precision", "--matmul_precision", dest="matmul_precision", default="highest",
-                   choices=("highest", "default"),
-                   help="JAX float32 matmuls: highest (default; full float32 as C MuJoCo, no TF32 on GPU) or default")
-    p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None,
-                   help="Go2 MJCF (default Unitree_go2/go2_mjx_gym.xml)")
-    p.add_argument("--backend", default="auto", help="auto (mjx on GPU, mujoco on CPU), mjx or mujoco")
+    add_device(p, device_help="cuda:0 when torch and JAX both see a GPU, else cpu")
+    add_model(p, backend="auto", backend_help="auto (mjx on GPU, mujoco on CPU), mjx or mujoco")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
     p.add_argument("--log_root", default=str(REPO / "logs"), help=argparse.SUPPRESS)
@@ -67,17 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
                    help="start the actor (not the critic or optimizer) from a checkpoint or exported actor; "
                         "a one-frame actor also starts a --history/--estimator actor (README)")
-    add_actor_input_flags(p)
+    add_actor_inputs(p)
     return p.parse_args(argv)
-
-
-def add_actor_input_flags(p) -> None:
-    p.add_argument("--history", type=int, default=1, metavar="N",
-                   help="the actor sees its last N policy observations, oldest first (default 1: the seed's)")
-    p.add_argument("--estimator", action="store_true",
-                   help="the actor learns its base velocity from its history (bridge/estimator.py)")
-    p.add_argument("--actor-lin-vel", "--actor_lin_vel", dest="actor_lin_vel", action="store_true",
-                   help="the actor observes the measured base velocity, with noise (the anchors' baseline)")
 
 
 def task_config(args):
@@ -177,8 +164,7 @@ def run(args, group: Group) -> int:
         raise UserError(f"--max_iterations must be >= 1, got {args.max_iterations}")
     if args.save_interval < 1:
         raise UserError(f"--save_interval must be >= 1, got {args.save_interval}")
-    if args.backend not in ("auto", "mjx", "mujoco"):
-        raise UserError(f"unknown --backend {args.backend!r}: choose auto, mjx or mujoco")
+    check_backend(args.backend, ("auto", "mjx", "mujoco"))
     if not re.fullmatch(r"[\w.\-]+", args.exp_name):
         raise UserError(f"--exp_name {args.exp_name!r} must be a plain name (letters, digits, . _ -)")
     if args.logger not in ("tensorboard", "wandb"):
@@ -198,7 +184,8 @@ def run(args, group: Group) -> int:
     import torch
     from mjx_env.model import load_go2
     from bridge.policy import ActorInputs
-    from bridge.runner import Go2Runner, atomic_pickle, ppo_train_cfg, read_checkpoint
+    from bridge.runner import Go2Runner, ppo_train_cfg, read_checkpoint
+    from mjx_env.files import atomic_pickle
 
     if args.resume and args.init_actor:
         raise UserError("--resume and --init-actor exclude each other: --resume already holds the actor")
@@ -289,15 +276,13 @@ def run(args, group: Group) -> int:
     rss_start = resident_mib()
     stop = {"stop": None}
     install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed)
-    log = runner.logger.log
 
-    def log_then_maybe_stop(*a, **kw):
-        log(*a, **kw)
+    def after_iteration():
         if anneal is not None:                        # the next iteration's noise
             anneal.apply(runner.current_learning_iteration + 1)
         if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested
-    runner.logger.log = log_then_maybe_stop
+    runner.logger.after_log.append(after_iteration)
 
     try:
         runner.learn(num_learning_iterations=args.max_iterations, init_at_random_ep_len=True)

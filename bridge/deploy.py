@@ -12,7 +12,6 @@ SHA-256 of the MJCF and of the checkpoint. examples/deploy_onnx.py shows how to 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -22,14 +21,11 @@ import numpy as np
 import torch
 
 from mjx_env.errors import UserError, first_line
+from mjx_env.files import sha256
 
 OPSET = 18          # torch.export-based exporter's own default; onnxruntime >= 1.14 runs it
 FORMAT = "go2-policy/1"
 COMMAND_NAMES = ("lin_vel_x", "lin_vel_y", "ang_vel_z", "height", "jump")
-
-
-def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 HISTORY_FILL = ("obs holds the last history_length observations, oldest first; at an episode's start every slot "
@@ -39,8 +35,9 @@ HISTORY_FILL = ("obs holds the last history_length observations, oldest first; a
 def deploy_metadata(cfg, model_path, checkpoint_path, estimator: bool = False) -> dict:
     """The deploy facts of a task config as plain JSON values (keys as in the ONNX file)."""
     from mjx_env.config import JOINT_NAMES
+    from mjx_env.model import torque_limit
     e, o, c = cfg.env, cfg.obs, cfg.command
-    limits = [e.torque_limit_knee if n.endswith("calf_joint") else e.torque_limit_hip for n in JOINT_NAMES]
+    limits = [torque_limit(n, e.torque_limit_hip, e.torque_limit_knee) for n in JOINT_NAMES]
     layout = [{"name": name, "size": size, "scale": list(scale)} for name, size, scale in o.policy_layout(e.num_actions)]
     ranges = (c.lin_vel_x_range, c.lin_vel_y_range, c.ang_vel_range, c.height_range, c.jump_range)
     return {
@@ -82,9 +79,13 @@ DOC = ("Go2 walking policy. actions = net(obs); PD target of each joint = defaul
 def export_onnx(actor: torch.nn.Module, dst, metadata: dict) -> None:
     """Export with torch.export (dynamo=True: the legacy TorchScript exporter is deprecated since
     torch 2.9), a dynamic batch, then attach the metadata; the file appears complete or not at all."""
+    # Not rsl_rl's own path (OnPolicyRunner.export_policy_to_onnx / MLPModel.as_onnx): it needs the
+    # rsl_rl model, which an exported actor .pt no longer has; it traces a batch of 1 with no dynamic
+    # axis (a fixed-batch graph), and writes the file in place without metadata. The graph here is
+    # the same MLP (obs -> actions, opset 18) with a dynamic batch.
     import onnx
 
-    from bridge.runner import atomic_write
+    from mjx_env.files import atomic_write
     example = torch.zeros(2, actor.num_obs)        # batch 2: a batch of 1 would be specialised
     quiet = logging.getLogger("torch.onnx")          # it warns that the absent torchvision's ops are skipped
     level = quiet.level

@@ -175,7 +175,8 @@ def policy_inputs(path: str | Path | None = None) -> ActorInputs:
 def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None = None) -> None:
     """Export a checkpoint's actor: to ONNX with deploy metadata (dst *.onnx), or keep only its
     weights and where they came from (dst *.pt)."""
-    from bridge.runner import atomic_write, load_checkpoint_file
+    from bridge.runner import load_checkpoint_file
+    from mjx_env.files import atomic_write
     from mjx_env.config import TaskConfig
     from mjx_env.model import DEFAULT_XML
 
@@ -209,7 +210,7 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
 
 
 def main(argv=None) -> int:
-    from mjx_env.errors import OneLineParser
+    from mjx_env.errors import OneLineParser, run
     p = OneLineParser(prog="python -m bridge.policy", description="Export a trained actor: *.pt or *.onnx.")
     p.add_argument("checkpoint", help="rsl_rl checkpoint (model_K.pt) or exported actor .pt")
     p.add_argument("out", help="*.onnx: ONNX with deploy metadata; *.pt: actor weights only")
@@ -217,13 +218,12 @@ def main(argv=None) -> int:
                    help="the MJCF the policy was trained on, hashed into the ONNX metadata "
                         "(default Unitree_go2/go2_mjx_gym.xml)")
     args = p.parse_args(argv)
-    try:
+
+    def export() -> int:
         export_actor(args.checkpoint, args.out, args.xml_path)
-    except UserError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
+        print(f"wrote {args.out}")
+        return 0
+    return run(p.prog, export)
 
 
 if __name__ == "__main__":

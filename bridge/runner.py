@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
-import tempfile
 from pathlib import Path
 
 import torch
@@ -13,6 +11,7 @@ from rsl_rl.runners import OnPolicyRunner
 from rsl_rl.utils.logger import Logger
 
 from mjx_env.errors import UserError, first_line
+from mjx_env.files import atomic_write
 
 
 def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100, estimator: bool = False) -> dict:
@@ -54,40 +53,16 @@ def ppo_train_cfg(num_steps_per_env: int = 24, save_interval: int = 100, estimat
     return cfg
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """write(tmp_path) then rename: a crash mid-write never truncates an existing file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; give the file the usual permissions
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_pickle(obj, path) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f)
-    atomic_write(path, write)
-
-
 class DeviceLogger(Logger):
     """rsl_rl's Logger without a device-to-host sync per env step: the returns and lengths of
     the episodes that end stay on the device until log() (once per iteration), then fill the
-    same last-100 buffers in the same order as rsl_rl's own process_env_step."""
+    same last-100 buffers in the same order as rsl_rl's own process_env_step. Functions in
+    after_log run after every log(), once per iteration (train.py: noise anneal, stop requests)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._ended = []      # per step: (ended mask, episode returns, episode lengths)
+        self.after_log = []
 
     def process_env_step(self, rewards, dones, extras, intrinsic_rewards=None) -> None:
         if self.writer is None or intrinsic_rewards is not None:     # nothing logged / RND: rsl_rl's own
@@ -114,6 +89,8 @@ class DeviceLogger(Logger):
     def log(self, *args, **kwargs) -> None:
         self.hand_over()
         super().log(*args, **kwargs)
+        for hook in self.after_log:
+            hook()
 
 
 class Go2Runner(OnPolicyRunner):

@@ -121,15 +121,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         z, states, recorded = load_window(args.npz, args.episode, args.start, args.horizon)
-        import dynaflow_data
-        from collect_trajectories import sha256
+        from demos.npz import env_config
+        from mjx_env.files import sha256
         from mjx_env.config import TaskConfig
         from mjx_env.dynamics import Go2Dynamics
 
         xml = args.xml_path or str(z["model_path"])
         if Path(xml).is_file() and sha256(xml) != str(z["model_sha256"]):
             print(f"warning: {xml} is not the model the data was collected with (SHA-256 differs)", file=sys.stderr)
-        dyn = Go2Dynamics(xml, TaskConfig(env=dynaflow_data.env_config(z)))
+        dyn = Go2Dynamics(xml, TaskConfig(env=env_config(z)))
         H = args.horizon
         print(f"{args.npz}: episode {args.episode}, states {args.start}..{args.start + H} "
               f"(H = {H}, {H * float(z['dt']):.2f} s), collected with the {z['backend']} backend")

@@ -127,9 +127,6 @@ class RewardConfig:
     jump_speed_gain: float = 0.2           # jump_speed = gain exp(v_z)
     jump_speed_vz_cap: float = 10.0        # v_z above this (m/s) counts as this (keeps exp finite)
 
-    def scale_dict(self) -> dict:
-        return dict(self.scales)
-
 
 @dataclass(frozen=True)
 class CommandConfig:
@@ -199,22 +196,25 @@ class RandomizationConfig:
     noise_dof_pos: float = 0.01
     noise_dof_vel: float = 1.5
 
-    RANGES = ("friction_range", "added_base_mass_range", "base_com_offset_range", "link_mass_scale_range",
-              "kp_scale_range", "kd_scale_range", "joint_frictionloss_range", "joint_damping_scale_range",
-              "joint_armature_scale_range", "push_interval_range_s", "push_velocity_range")
-    # Values that must stay >= 0 (a mass or friction below zero is not physics).
-    NONNEGATIVE = ("friction_range", "link_mass_scale_range", "kp_scale_range", "kd_scale_range",
-                   "joint_frictionloss_range", "joint_damping_scale_range", "joint_armature_scale_range",
-                   "push_velocity_range")
+    # The ranges checked besides the draws' (those, and which must stay >= 0, are in the table
+    # mjx_env/randomize.py DRAWS: a new draw is one row there plus its range field here).
+    PUSH_RANGES = ("push_interval_range_s", "push_velocity_range")
+
+    def ranges(self) -> tuple:
+        """(every (low, high) field, those that must not go below 0)."""
+        from mjx_env.randomize import DRAWS
+        return (tuple(d.range for d in DRAWS) + self.PUSH_RANGES,
+                tuple(d.range for d in DRAWS if d.nonnegative) + ("push_velocity_range",))
 
     def validate(self) -> None:
         from mjx_env.errors import ConfigError
 
-        for name in self.RANGES:
+        ranges, nonnegative = self.ranges()
+        for name in ranges:
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or not all(math.isfinite(v) for v in lo_hi) or lo_hi[0] > lo_hi[1]:
                 raise ConfigError(f"randomization.{name} must be a finite (low, high) with low <= high, got {lo_hi}")
-            if name in self.NONNEGATIVE and lo_hi[0] < 0:
+            if name in nonnegative and lo_hi[0] < 0:
                 raise ConfigError(f"randomization.{name} must not go below 0, got {lo_hi}")
         if self.push_interval_range_s[0] <= 0:
             raise ConfigError(f"randomization.push_interval_range_s must be > 0 s, got {self.push_interval_range_s}")

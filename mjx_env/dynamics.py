@@ -75,6 +75,17 @@ class Go2Dynamics:
         X, pullback = self._vjp_jit(*self.check(x0, u_prev, U))
         return X, lambda X_bar: self._pullback_jit(pullback, jnp.asarray(X_bar, X.dtype))
 
+    # ---- ahead-of-time compiled programs, for benchmarks (compile time measured apart) -------------
+    def compile_forward(self, x0, u_prev, U):
+        """rollout's program compiled for these (checked) inputs' shapes: call it as f(x0, u_prev, U)."""
+        return self._rollout_jit.lower(x0, u_prev, U).compile()
+
+    def compile_vjp(self, x0, u_prev, U, X_bar):
+        """(vjp, pull) compiled for these shapes: vjp(x0, u_prev, U) -> (X, pullback); pull(pullback, X_bar)."""
+        vjp = self._vjp_jit.lower(x0, u_prev, U).compile()
+        _, pullback = vjp(x0, u_prev, U)
+        return vjp, self._pullback_jit.lower(pullback, X_bar).compile()
+
     # ---- input checks, before anything is traced ------------------------------------------------
     def check(self, x0, u_prev, U):
         """The inputs as arrays of the model's dtype; UserError (one line) if they are not usable."""

@@ -25,3 +25,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run(prog: str, fn) -> int:
+    """The commands' tail: fn() returns the exit code; a UserError becomes one line on stderr and exit 2."""
+    import sys
+    try:
+        return fn()
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

@@ -57,6 +57,11 @@ def load_spec(xml_path: str | os.PathLike) -> mujoco.MjSpec:
         raise ModelError(f"cannot parse model {path}: {first_line(exc)}") from None
 
 
+def torque_limit(joint: str, hip: float, knee: float) -> float:
+    """The Go2's motors: calf (knee) joints get the knee limit, hip and thigh joints the hip limit (N m)."""
+    return knee if joint.endswith("calf_joint") else hip
+
+
 def _rebuild_actuators(spec: mujoco.MjSpec, cfg: EnvConfig) -> None:
     """Replace whatever actuators the model has with PD servos in action order."""
     for key in list(spec.keys):          # keyframes may hold ctrl vectors of the old actuators
@@ -64,7 +69,7 @@ def _rebuild_actuators(spec: mujoco.MjSpec, cfg: EnvConfig) -> None:
     for act in list(spec.actuators):
         spec.delete(act)
     for name in JOINT_NAMES:
-        limit = cfg.torque_limit_knee if name.endswith("calf_joint") else cfg.torque_limit_hip
+        limit = torque_limit(name, cfg.torque_limit_hip, cfg.torque_limit_knee)
         act = spec.add_actuator(name=name.replace("_joint", ""), target=name,
                                 trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.set_to_position(kp=cfg.kp, kv=cfg.kd)

@@ -10,6 +10,7 @@ Pushes and observation noise are task code, shared by both backends like every o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import jax
@@ -17,9 +18,43 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from mjx_env.config import TaskConfig
 from mjx_env.errors import ConfigError
-from mjx_env.model import Go2Model
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    name: str            # key in State.dr (and dr_<name> in the datasets)
+    range: str           # its (low, high) field of RandomizationConfig
+    shape: str           # "": one number; "xyz": 3 numbers; "body": one per body; "dof": one per joint dof
+    nominal: float | None  # the value that leaves the model as loaded (None: taken from the model)
+    nonnegative: bool    # below 0 is not physics
+    stat: str            # logged as: "value", "norm" (of the vector) or "mean" (over bodies / dofs)
+    applies: str         # what Randomizer.fields does with it
+
+
+# One row per draw; the order is the order of the PRNG splits (a new draw goes last, so the others
+# keep their numbers). sample, stats, the config's range checks and nominal() all read this table.
+DRAWS = (
+    Draw("friction", "friction_range", "", None, True, "value", "sets the feet's and floor's sliding friction"),
+    Draw("added_base_mass", "added_base_mass_range", "", 0.0, False, "value", "adds kg to the base body"),
+    Draw("base_com_offset", "base_com_offset_range", "xyz", 0.0, False, "norm", "moves the base's centre of mass"),
+    Draw("link_mass_scale", "link_mass_scale_range", "body", 1.0, True, "mean", "scales every body's mass, inertia"),
+    Draw("kp_scale", "kp_scale_range", "dof", 1.0, True, "mean", "scales each actuator's kp"),
+    Draw("kd_scale", "kd_scale_range", "dof", 1.0, True, "mean", "scales each actuator's kd"),
+    Draw("joint_frictionloss", "joint_frictionloss_range", "dof", 0.0, True, "mean", "sets each joint's friction loss"),
+    Draw("joint_damping_scale", "joint_damping_scale_range", "dof", 1.0, True, "mean", "scales each joint's damping"),
+    Draw("joint_armature_scale", "joint_armature_scale_range", "dof", 1.0, True, "mean", "scales each joint's armature"),
+)
+
+
+def nominal(r, mj_model):
+    """r (a RandomizationConfig) with every draw at its nominal value and no pushes: the per-env model machinery alone
+    (bench.py's dr_nominal). Friction, a single draw for feet and floor, is the model's largest
+    geom friction."""
+    own = {"friction": float(mj_model.geom_friction[:, 0].max())}
+    return dataclasses.replace(r, push=False, **{d.range: (own[d.name] if d.nominal is None else d.nominal,) * 2
+                                                 for d in DRAWS})
+
 
 # The model fields a draw changes (all jax.Array fields of mjx.Model, so they can be batched).
 FIELDS = ("geom_friction", "body_mass", "body_inertia", "body_ipos", "actuator_gainprm", "actuator_biasprm",
@@ -31,7 +66,9 @@ LIN_VEL_NOISE_STREAM = 104      # the measured base velocity of --actor-lin-vel
 
 
 class Randomizer:
-    def __init__(self, model: Go2Model, cfg: TaskConfig):
+    def __init__(self, model, cfg):
+        """model: a mjx_env.model.Go2Model; cfg: a TaskConfig. (Not imported here: config.py reads
+        DRAWS for its range checks.)"""
         self.cfg = r = cfg.randomization
         self.dt = cfg.env.dt
         m = model.mj_model
@@ -55,21 +92,13 @@ class Randomizer:
     # ---- per-env physical parameters ---------------------------------------------------------
     def sample(self, key: jax.Array) -> dict:
         """The draws of one env (uniform in each range), a dict of small arrays."""
-        r = self.cfg
-        k = jax.random.split(jax.random.fold_in(key, DRAW_STREAM), 9)
-        u = lambda i, lo_hi, shape=(): jax.random.uniform(k[i], shape, minval=lo_hi[0], maxval=lo_hi[1])
-        n = len(self.dofs)
-        return dict(
-            friction=u(0, r.friction_range),
-            added_base_mass=u(1, r.added_base_mass_range),
-            base_com_offset=u(2, r.base_com_offset_range, (3,)),
-            link_mass_scale=u(3, r.link_mass_scale_range, (self.nbody,)),
-            kp_scale=u(4, r.kp_scale_range, (n,)),
-            kd_scale=u(5, r.kd_scale_range, (n,)),
-            joint_frictionloss=u(6, r.joint_frictionloss_range, (n,)),
-            joint_damping_scale=u(7, r.joint_damping_scale_range, (n,)),
-            joint_armature_scale=u(8, r.joint_armature_scale_range, (n,)),
-        )
+        k = jax.random.split(jax.random.fold_in(key, DRAW_STREAM), len(DRAWS))
+        shapes = {"": (), "xyz": (3,), "body": (self.nbody,), "dof": (len(self.dofs),)}
+        out = {}
+        for i, d in enumerate(DRAWS):
+            lo, hi = getattr(self.cfg, d.range)
+            out[d.name] = jax.random.uniform(k[i], shapes[d.shape], minval=lo, maxval=hi)
+        return out
 
     def fields(self, d: dict) -> dict:
         """Model fields of one env from its draws. Pure JAX; the one definition both backends use."""
@@ -106,11 +135,9 @@ class Randomizer:
     @staticmethod
     def stats(d: dict) -> dict:
         """One number per env and draw, for logging."""
-        return {"friction": d["friction"], "added_base_mass": d["added_base_mass"],
-                "base_com_offset_norm": jnp.linalg.norm(d["base_com_offset"], axis=-1),
-                **{k: jnp.mean(d[k], axis=-1) for k in ("link_mass_scale", "kp_scale", "kd_scale",
-                                                          "joint_frictionloss", "joint_damping_scale",
-                                                          "joint_armature_scale")}}
+        how = {"value": lambda x: x, "norm": lambda x: jnp.linalg.norm(x, axis=-1),
+               "mean": lambda x: jnp.mean(x, axis=-1)}
+        return {(f"{s.name}_norm" if s.stat == "norm" else s.name): how[s.stat](d[s.name]) for s in DRAWS}
 
     # ---- pushes -------------------------------------------------------------------------------
     def push_interval(self, key: jax.Array) -> jax.Array:

@@ -257,7 +257,7 @@ def test_init_actor_loads_the_shipped_walker():
 
 
 def test_jump_log_by_hand():
-    from play import JumpLog
+    from tools.jumps import JumpLog
     log = JumpLog(2, window=3)
     log.command(np.array([True, True]), np.array([0.30, 0.28]), 0.6)
     heights = [(0.35, 0.30), (0.70, 0.38), (0.50, 0.37), (0.31, 0.2)]       # env 1 falls at the 4th step
@@ -281,7 +281,7 @@ def test_jump_log_by_hand():
 
 
 def test_jump_log_flight():
-    from play import JumpLog
+    from tools.jumps import JumpLog
     log = JumpLog(2, window=4)
     log.command(np.array([True, True]), np.array([0.3, 0.3]), 0.6)
     up, down = np.full(4, 0.02), np.array([0.02, 0.02, -0.001, 0.02])      # down: one foot still in contact

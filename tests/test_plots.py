@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from plots import TrackingTrace
+from tools.plots import TrackingTrace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,0 +1,121 @@
+"""play.py's evaluation: N envs for M episodes with fixed seeds, tracking errors, falls, optional jumps,
+video and plot."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mjx_env.errors import UserError
+from tools.cli import check_backend, randomization_config, value_range
+
+
+def eval_config(args):
+    from mjx_env.config import CommandConfig, EnvConfig, TaskConfig
+    return TaskConfig(
+        randomization=randomization_config(args),
+        env=EnvConfig(episode_length_s=args.duration),
+        command=CommandConfig(
+            lin_vel_x_range=value_range("vx", args.vx), lin_vel_y_range=value_range("vy", args.vy),
+            ang_vel_range=value_range("yaw", args.yaw), height_range=value_range("height", args.height),
+            resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0, jumps_enabled=False,
+            height_scales_velocity=False, reset_height_to_nominal=False),
+    )
+
+
+def evaluate(args) -> dict:
+    import jax
+    import numpy as np
+
+    from tools.jumps import JumpLog
+    from tools.plots import TrackingTrace
+    from tools.rollout import PolicyLoop
+
+    if args.num_envs < 1:
+        raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
+    if args.episodes < 1 or args.duration <= 0:
+        raise UserError("--episodes must be >= 1 and --duration > 0")
+    check_backend(args.backend)
+    if args.plot:
+        from tools.plots import check_target
+        check_target(args.plot)
+    cfg = eval_config(args)
+    loop = PolicyLoop(args, cfg, args.checkpoint, args.num_envs)
+    env = loop.env
+    video = None
+    if args.video:
+        from tools.video import VideoWriter
+        if not 0 <= args.video_env < args.num_envs:
+            raise UserError(f"--video-env must be in [0, {args.num_envs - 1}]")
+        video = VideoWriter(env, args.video, args.width, args.height_px, round(1 / cfg.env.dt))
+
+    n, m = args.num_envs, args.episodes
+    state = env.reset(jax.random.PRNGKey(args.seed))
+    episodes = np.zeros(n, int)
+    falls = steps = 0
+    sums = dict(vx=0.0, vy=0.0, yaw=0.0, height=0.0)
+    lengths = []
+    trace = TrackingTrace(n, cfg.env.dt) if args.plot else None
+    bar = loop.progress(m * cfg.env.max_episode_length, "play", args.no_progress)
+    jumps = JumpLog(n, cfg.command.jump_reward_steps) if loop.jump_every else None
+    probe = None
+    if jumps is not None:
+        from mjx_env.feet import FootProbe
+        probe = FootProbe(env.model)
+        if not probe.has_gap:
+            raise UserError(f"{env.model.xml_path}: the flight check of --jump needs sphere feet and one "
+                            "floor plane")
+    while episodes.min() < m:
+        commands = np.asarray(state.commands)
+        state = loop.step(state)
+        counting = episodes < m
+        met = {k: np.asarray(v) for k, v in state.metrics.items()}
+        err = dict(vx=np.abs(met["lin_vel"][:, 0] - commands[:, 0]),
+                   vy=np.abs(met["lin_vel"][:, 1] - commands[:, 1]),
+                   yaw=np.abs(met["ang_vel"][:, 2] - commands[:, 2]),
+                   height=np.abs(met["height"] - commands[:, 3]))
+        for k in sums:
+            sums[k] += float(err[k][counting].sum())
+        steps += int(counting.sum())
+        if video is not None and episodes[args.video_env] < m:
+            video.add(np.asarray(state.qpos[args.video_env]))
+        done = np.asarray(state.done) & counting
+        falls += int((np.asarray(state.terminated) & done).sum())
+        lengths += list(np.asarray(state.final_episode_length)[done])
+        episodes += done
+        if trace is not None:
+            trace.add(commands, met["lin_vel"], met["ang_vel"], counting, done)
+        if jumps is not None:
+            # A done env's qpos is already its reset pose: its gaps stay NaN (not airborne).
+            watched = jumps.watching() & ~np.asarray(state.done)
+            gaps = np.full((n, 4), np.nan)
+            if watched.any():
+                gaps[watched] = probe(np.asarray(state.qpos)[watched])[1]
+            jumps.step(met["height"], np.asarray(state.done), np.asarray(state.terminated), gaps)
+            jump = loop.jumps_due(state, counting)
+            if jump.any():
+                jumps.command(jump, met["height"], args.jump)
+                state = loop.command_jumps(state, jump)
+        bar.update()
+    bar.close()
+    env.close()
+    if video is not None:
+        video.close()
+    total = n * m
+    if trace is not None:
+        trace.draw(args.plot, f"{Path(args.checkpoint or 'shipped policy').name} on {Path(env.model.xml_path).name} "
+                   f"({args.backend}), {n} envs x {m} episode(s), seed {args.seed}, commands "
+                   + ", ".join(f"{k} {lo:g}" + (f"..{hi:g}" if hi > lo else "") for k, (lo, hi) in
+                               (("vx", value_range("vx", args.vx)), ("vy", value_range("vy", args.vy)),
+                                ("yaw", value_range("yaw", args.yaw)))))
+    res = {
+        "checkpoint": str(args.checkpoint or "shipped policy"), "model": env.model.xml_path,
+        "backend": args.backend, "num_envs": n, "episodes": total, "seed": args.seed,
+        "commands": {"vx": value_range("vx", args.vx), "vy": value_range("vy", args.vy),
+                     "yaw": value_range("yaw", args.yaw), "height": value_range("height", args.height)},
+        "mean_abs_vx_error": sums["vx"] / steps, "mean_abs_vy_error": sums["vy"] / steps,
+        "mean_abs_yaw_rate_error": sums["yaw"] / steps, "mean_abs_height_error": sums["height"] / steps,
+        "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
+        "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
+    }
+    if jumps is not None:
+        res["jump"] = jumps.summary(cfg.reward.jump_height_tolerance, cfg.env.dt)
+    return res

@@ -1,0 +1,51 @@
+"""MP4 of one env, rendered headless with MuJoCo's renderer (play.py --video)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mjx_env.errors import UserError, first_line
+
+
+def choose_gl():
+    """Headless OpenGL for MuJoCo's renderer: EGL where a GPU render node exists, else OSMesa."""
+    if "MUJOCO_GL" not in os.environ:
+        has_gpu = any(Path("/dev/dri").glob("renderD*")) if Path("/dev/dri").exists() else False
+        os.environ["MUJOCO_GL"] = "egl" if has_gpu else "osmesa"
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+class VideoWriter:
+    def __init__(self, env, path, width, height, fps):
+        import mujoco
+        try:
+            import imageio.v2 as imageio
+        except ImportError:
+            raise UserError("--video needs imageio with ffmpeg: pip install 'imageio[ffmpeg]'") from None
+        m = env.model.mj_model
+        if m.vis.global_.offwidth < width or m.vis.global_.offheight < height:
+            m.vis.global_.offwidth, m.vis.global_.offheight = max(width, m.vis.global_.offwidth), \
+                max(height, m.vis.global_.offheight)
+        try:
+            self.renderer = mujoco.Renderer(m, height, width)
+        except Exception as exc:
+            raise UserError(f"cannot open a headless OpenGL context ({os.environ.get('MUJOCO_GL')}): "
+                            f"{first_line(exc)}; "
+                            "on a machine without a GPU: apt-get install libosmesa6 and MUJOCO_GL=osmesa") from None
+        self.m, self.d = m, mujoco.MjData(m)
+        self.cam = mujoco.MjvCamera()
+        self.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        self.cam.trackbodyid = env.model.base_body
+        self.cam.distance, self.cam.elevation, self.cam.azimuth = 1.6, -20.0, 120.0
+        self.writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1)
+        self.mujoco = mujoco
+
+    def add(self, qpos):
+        self.d.qpos[:] = qpos
+        self.mujoco.mj_forward(self.m, self.d)
+        self.renderer.update_scene(self.d, camera=self.cam)
+        self.writer.append_data(self.renderer.render())
+
+    def close(self):
+        self.writer.close()
+        self.renderer.close()
