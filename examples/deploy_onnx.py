@@ -135,6 +135,18 @@ class Robot:
     def observe(self, command) -> np.ndarray:
         return observation(self.meta, self.jm, self.d.qpos, self.d.qvel, self.last_action, command)
 
+    def step(self, action):
+        """One control period: the PD target of the action due now, held for every physics step."""
+        clip = self.meta["action_clip"]
+        action = np.clip(np.asarray(action, np.float64), -clip, clip)
+        self.pending.append(action)
+        target = self.default + self.meta["action_scale"] * self.pending.popleft()
+        for _ in range(self.substeps):
+            q, qd = self.d.qpos[self.jm.qpos], self.d.qvel[self.jm.qvel]
+            self.d.ctrl[:] = np.clip(self.kp * (target - q) - self.kd * qd, -self.limit, self.limit)
+            mujoco.mj_step(self.m, self.d)
+        self.last_action = action.astype(np.float32)
+
 
 class History:
     """The policy input: the last history_length observations, oldest first, as one row. At an
@@ -150,18 +162,6 @@ class History:
         else:
             self.frames.append(obs)
         return np.concatenate(self.frames)
-
-    def step(self, action):
-        """One control period: the PD target of the action due now, held for every physics step."""
-        clip = self.meta["action_clip"]
-        action = np.clip(np.asarray(action, np.float64), -clip, clip)
-        self.pending.append(action)
-        target = self.default + self.meta["action_scale"] * self.pending.popleft()
-        for _ in range(self.substeps):
-            q, qd = self.d.qpos[self.jm.qpos], self.d.qvel[self.jm.qvel]
-            self.d.ctrl[:] = np.clip(self.kp * (target - q) - self.kd * qd, -self.limit, self.limit)
-            mujoco.mj_step(self.m, self.d)
-        self.last_action = action.astype(np.float32)
 
 
 def run(policy_path, xml_path, command, duration) -> dict:

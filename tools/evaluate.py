@@ -8,6 +8,9 @@ from mjx_env.errors import UserError
 from tools.cli import check_backend, randomization_config, value_range
 
 
+VX_BIN = 0.25      # m/s: the commanded-speed bins of the signed v_x bias
+
+
 def eval_config(args):
     from mjx_env.config import CommandConfig, EnvConfig, TaskConfig
     return TaskConfig(
@@ -48,6 +51,10 @@ def evaluate(args) -> dict:
         video = VideoWriter(env, args.video, args.width, args.height_px, round(1 / cfg.env.dt))
 
     n, m = args.num_envs, args.episodes
+    # Signed v_x error by commanded v_x, once a command has settled (after its first second).
+    bins = np.round(np.arange(-1.0, 2.0 + 1e-9, VX_BIN), 6)
+    bias_sum, bias_count = np.zeros(len(bins) - 1), np.zeros(len(bins) - 1)
+    settle = int(round(1.0 / cfg.env.dt))
     state = env.reset(jax.random.PRNGKey(args.seed))
     episodes = np.zeros(n, int)
     falls = steps = 0
@@ -65,6 +72,7 @@ def evaluate(args) -> dict:
                             "floor plane")
     while episodes.min() < m:
         commands = np.asarray(state.commands)
+        settled = np.asarray(state.episode_step) >= settle
         state = loop.step(state)
         counting = episodes < m
         met = {k: np.asarray(v) for k, v in state.metrics.items()}
@@ -74,6 +82,10 @@ def evaluate(args) -> dict:
                    height=np.abs(met["height"] - commands[:, 3]))
         for k in sums:
             sums[k] += float(err[k][counting].sum())
+        use = counting & settled & ~np.asarray(state.done)
+        which = np.clip(np.digitize(commands[:, 0], bins) - 1, 0, len(bins) - 2)
+        np.add.at(bias_sum, which[use], (met["lin_vel"][:, 0] - commands[:, 0])[use])
+        np.add.at(bias_count, which[use], 1)
         steps += int(counting.sum())
         if video is not None and episodes[args.video_env] < m:
             video.add(np.asarray(state.qpos[args.video_env]))
@@ -116,6 +128,11 @@ def evaluate(args) -> dict:
         "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
         "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
     }
+    seen = bias_count > 0
+    res["vx_bias_by_command"] = {f"{bins[i]:+.2f}..{bins[i + 1]:+.2f}": float(bias_sum[i] / bias_count[i])
+                                 for i in np.flatnonzero(seen)}
+    res["max_abs_vx_bias"] = float(np.max(np.abs(bias_sum[seen] / bias_count[seen]))) if seen.any() else float("nan")
+    res.update(loop.estimator_summary())
     if jumps is not None:
         res["jump"] = jumps.summary(cfg.reward.jump_height_tolerance, cfg.env.dt)
     return res

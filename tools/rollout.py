@@ -9,27 +9,56 @@ from tools.cli import jump_schedule
 
 
 class PolicyLoop:
+    """`cfg`'s env, observed as the policy file says its actor reads (history, measured velocity)."""
+
     def __init__(self, args, cfg, checkpoint, num_envs: int):
         import jax
         from bridge.device import resolve
-        from bridge.policy import load_actor
+        from bridge.policy import load_actor, policy_inputs
         from mjx_env.env import Go2Env
 
+        self.inputs = policy_inputs(checkpoint)
+        cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(self.inputs.history_length, self.inputs.actor_lin_vel))
         self.jump_every, self.jump_height = jump_schedule(args, cfg), args.jump
         devices = resolve(args.device if args.backend == "mjx" else "cpu", args.matmul_precision)
-        self.actor = load_actor(checkpoint, cfg.obs.num_obs, cfg.env.num_actions).to(devices.torch)  # where the env is
+        self.actor = load_actor(checkpoint, cfg.obs.actor_obs_size, cfg.env.num_actions).to(devices.torch)  # where the env is
         self.env = Go2Env(num_envs, args.backend, cfg, xml_path=args.xml_path, device=devices.jax)
         self.n = num_envs
         self._pd = jax.jit(jax.vmap(self.env.task.pd_targets))
+        # The velocity estimator's error (m/s, body x y z), summed over the steps seen, if the actor has one.
+        self.estimator = getattr(self.actor, "estimator", None) is not None
+        self.estimator_error, self.estimator_steps = np.zeros(3), 0
+
+    def actor_input(self, state):
+        """What the actor reads: the observation, or its history as one row, oldest first."""
+        from bridge.vec_env import to_torch
+        if self.inputs.history_length == 1:
+            return to_torch(state.obs)
+        return to_torch(state.obs_history).flatten(1)
 
     def step(self, state):
-        """The actor's action on state.obs, one env step."""
+        """The actor's action on its input, one env step."""
         import jax
         import torch
-        from bridge.vec_env import to_torch
         with torch.inference_mode():
-            actions = self.actor(to_torch(state.obs))
+            x = self.actor_input(state)
+            actions = self.actor(x)
+            if self.estimator:
+                self._score_estimate(state, self.actor.estimate(x))
         return self.env.step(state, jax.dlpack.from_dlpack(actions.contiguous()))
+
+    def _score_estimate(self, state, estimate) -> None:
+        o = self.env.cfg.obs
+        true = np.asarray(state.critic_obs)[:, o.num_obs:o.num_obs + 3] / o.lin_vel_scale
+        self.estimator_error += np.abs(estimate.cpu().numpy() / o.lin_vel_scale - true).sum(0)
+        self.estimator_steps += self.n
+
+    def estimator_summary(self) -> dict:
+        """Mean absolute error of the velocity estimate, per body axis (m/s); {} without an estimator."""
+        if not self.estimator_steps:
+            return {}
+        e = self.estimator_error / self.estimator_steps
+        return {"estimator_abs_error_m_s": {"x": e[0], "y": e[1], "z": e[2]}}
 
     def pd_targets(self, state, new) -> np.ndarray:
         """The joint targets applied in the step from state to new (Go2Task.pd_targets)."""
