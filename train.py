@@ -63,6 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
                    help="start the actor (not the critic or optimizer) from a checkpoint or exported actor; "
                         "a one-frame actor also starts a --history/--estimator actor (README)")
+    p.add_argument("--tracking-sigma", "--tracking_sigma", dest="tracking_sigma", type=float, default=None,
+                   help="width of the velocity-tracking rewards exp(-err^2 / sigma) (seed: 0.25); smaller pays "
+                        "for precise tracking (README: the shipped policy)")
     add_actor_inputs(p)
     return p.parse_args(argv)
 
@@ -79,6 +82,10 @@ def task_config(args):
                         "measured velocity")
     if args.history != 1 or args.actor_lin_vel:
         cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(args.history, args.actor_lin_vel))
+    if args.tracking_sigma is not None:
+        if not args.tracking_sigma > 0:
+            raise UserError(f"--tracking-sigma must be > 0, got {args.tracking_sigma}")
+        cfg = cfg.replace(reward=dataclasses.replace(cfg.reward, tracking_sigma=args.tracking_sigma))
     command = {}
     if args.random_resample_prob is not None:
         command["random_resample_prob"] = args.random_resample_prob
