@@ -63,6 +63,11 @@ def parse_args(argv=None):
     p.add_argument("--jump", type=float, default=None, metavar="H",
                    help="command a jump to base height H (m) every --jump-every seconds while walking")
     p.add_argument("--jump-every", type=float, default=2.0, metavar="S", help="seconds between jump commands")
+    p.add_argument("--viewer", action="store_true",
+                   help="watch and steer the run live in a browser (viser; runs until Ctrl-C, then prints the metrics)")
+    p.add_argument("--port", type=int, default=8080, help="--viewer's port (default 8080)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="--viewer's address (default 127.0.0.1: this machine only; reach it through an SSH tunnel)")
     return p.parse_args(argv)
 
 
@@ -281,8 +286,14 @@ def evaluate(args) -> dict:
         if not 0 <= args.video_env < args.num_envs:
             raise UserError(f"--video-env must be in [0, {args.num_envs - 1}]")
         video = VideoWriter(env, args.video, args.width, args.height_px, round(1 / cfg.env.dt))
+    viewer = None
+    if args.viewer:
+        from viewer import Viewer
+        viewer = Viewer(env, args)
 
     n, m = args.num_envs, args.episodes
+    if viewer is not None:        # runs until Ctrl-C: every episode ended by then counts
+        m = sys.maxsize
     state = env.reset(jax.random.PRNGKey(args.seed))
     episodes = np.zeros(n, int)
     falls = steps = 0
@@ -290,7 +301,7 @@ def evaluate(args) -> dict:
     lengths = []
     trace = TrackingTrace(n, cfg.env.dt) if args.plot else None
     bar = tqdm(total=m * cfg.env.max_episode_length, unit="step", desc="play", leave=False,
-               disable=True if args.no_progress else None)          # None: off when not a terminal
+               disable=True if args.no_progress or viewer else None)   # None: off when not a terminal
     jumps = JumpLog(n, cfg.command.jump_reward_steps) if jump_every else None
     probe = None
     if jump_every:
@@ -300,7 +311,9 @@ def evaluate(args) -> dict:
             raise UserError(f"{env.model.xml_path}: the flight check of --jump needs sphere feet and one "
                             "floor plane")
     with torch.inference_mode():
-        while episodes.min() < m:
+        while episodes.min() < m if viewer is None else viewer.running:
+            if viewer is not None:
+                state = viewer.before_step(state)
             commands = np.asarray(state.commands)
             actions = actor(to_torch(state.obs))
             state = env.step(state, jax.dlpack.from_dlpack(actions.contiguous()))
@@ -334,15 +347,21 @@ def evaluate(args) -> dict:
                     jumps.command(jump, met["height"], args.jump)
                     state = env.with_jump(state, jax.numpy.asarray(jump),
                                           jax.numpy.full(n, args.jump, jax.numpy.float32))
+            if viewer is not None:
+                viewer.after_step(state, met, commands)
             bar.update()
     bar.close()
+    if viewer is not None:
+        viewer.close()
+        if steps == 0:
+            raise UserError("stopped before the first step: no metrics")
     env.close()
     if video is not None:
         video.close()
-    total = n * m
+    total = int(np.minimum(episodes, m).sum())       # n * m, or the episodes ended before Ctrl-C
     if trace is not None:
         trace.draw(args.plot, f"{Path(args.checkpoint or 'shipped policy').name} on {Path(env.model.xml_path).name} "
-                   f"({args.backend}), {n} envs x {m} episode(s), seed {args.seed}, commands "
+                   f"({args.backend}), {n} envs x {m if viewer is None else 'live'} episode(s), seed {args.seed}, commands "
                    + ", ".join(f"{k} {lo:g}" + (f"..{hi:g}" if hi > lo else "") for k, (lo, hi) in
                                (("vx", value_range("vx", args.vx)), ("vy", value_range("vy", args.vy)),
                                 ("yaw", value_range("yaw", args.yaw)))))
@@ -353,7 +372,8 @@ def evaluate(args) -> dict:
                      "yaw": value_range("yaw", args.yaw), "height": value_range("height", args.height)},
         "mean_abs_vx_error": sums["vx"] / steps, "mean_abs_vy_error": sums["vy"] / steps,
         "mean_abs_yaw_rate_error": sums["yaw"] / steps, "mean_abs_height_error": sums["height"] / steps,
-        "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
+        "fall_rate": falls / total if total else float("nan"),
+        "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt if lengths else float("nan"),
         "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
     }
     if jumps is not None:
