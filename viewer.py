@@ -65,8 +65,21 @@ def geom_color(m, g) -> tuple:
     return tuple(int(round(255 * c)) for c in rgba[:3]), float(rgba[3])
 
 
+def quat_mul(a, b):
+    """Hamilton products of (..., 4) quaternions (w, x, y, z)."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
 class Scene:
-    """The MJCF's visible geoms under one root frame; pose() moves the bodies."""
+    """The MJCF's visible geoms in frames nested as its bodies; pose() moves them.
+
+    Each body's frame holds its pose relative to its parent, so a step sends only what changed: a
+    hinge turns its body's frame, only the floating base moves. viser sends each change as one
+    message, and on a 2-core machine they cost more than the physics.
+    """
 
     def __init__(self, server, model):
         import mujoco
@@ -79,48 +92,73 @@ class Scene:
                                           section_size=2 * GRID_CELL, plane_color=(235, 238, 242),
                                           plane_opacity=1.0, shadow_opacity=0.2)
         self.root = server.scene.add_frame("/world", show_axes=False)
-        self.bodies = {}
-        for i in range(m.ngeom):
-            b, t = int(m.geom_bodyid[i]), m.geom_type[i]
-            color, alpha = geom_color(m, i)
-            if m.geom_group[i] > 2 or alpha == 0 or t in (g.mjGEOM_PLANE, g.mjGEOM_HFIELD):
-                continue                      # collision-only geoms, invisible ones, the floor
-            if b not in self.bodies:
-                self.bodies[b] = server.scene.add_frame(f"/world/body{b}", show_axes=False)
-            name = f"/world/body{b}/geom{i}"
-            pose = dict(position=tuple(m.geom_pos[i]), wxyz=tuple(m.geom_quat[i]))
-            look = dict(opacity=None if alpha >= 1 else alpha)
-            s = m.geom_size[i]
-            if t == g.mjGEOM_BOX:
-                server.scene.add_box(name, color, tuple(2 * s), **pose, **look)
-            elif t == g.mjGEOM_SPHERE:
-                server.scene.add_icosphere(name, float(s[0]), color, **pose, **look)
-            elif t == g.mjGEOM_ELLIPSOID:
-                server.scene.add_icosphere(name, 1.0, color, scale=tuple(s), **pose, **look)
-            elif t == g.mjGEOM_CYLINDER:
-                server.scene.add_cylinder(name, float(s[0]), float(2 * s[1]), color, **pose, **look)
-            elif t == g.mjGEOM_CAPSULE:
-                server.scene.add_frame(name, show_axes=False, **pose)
-                server.scene.add_cylinder(f"{name}/shaft", float(s[0]), float(2 * s[1]), color, **look)
-                for k, z in (("a", s[1]), ("b", -s[1])):
-                    server.scene.add_icosphere(f"{name}/{k}", float(s[0]), color, position=(0, 0, z), **look)
-            elif t == g.mjGEOM_MESH:
-                j = m.geom_dataid[i]
-                v0, nv, f0, nf = m.mesh_vertadr[j], m.mesh_vertnum[j], m.mesh_faceadr[j], m.mesh_facenum[j]
-                server.scene.add_mesh_simple(name, m.mesh_vert[v0:v0 + nv], m.mesh_face[f0:f0 + nf], color=color,
-                                             **pose, **look)
+        visible = [i for i in range(m.ngeom) if m.geom_group[i] <= 2 and geom_color(m, i)[1] > 0
+                   and m.geom_type[i] not in (g.mjGEOM_PLANE, g.mjGEOM_HFIELD)]  # not the floor, nor collision-only
+        shown = set()                         # bodies with a visible geom in their subtree
+        for i in visible:
+            b = int(m.geom_bodyid[i])
+            while b > 0 and b not in shown:
+                shown.add(b)
+                b = int(m.body_parentid[b])
+        self.ids = np.array(sorted(shown), int)               # parents before children (MuJoCo's order)
+        self.parents = m.body_parentid[self.ids]
+        self.path = {0: "/world"}
+        self.frames = []
+        for b in self.ids:
+            self.path[b] = f"{self.path[int(m.body_parentid[b])]}/body{b}"
+            self.frames.append(server.scene.add_frame(self.path[b], show_axes=False))
+        self.sent_pos = np.full((len(self.ids), 3), np.nan)
+        self.sent_quat = np.full((len(self.ids), 4), np.nan)
+        for i in visible:
+            self.add_geom(server, i)
+
+    def add_geom(self, server, i):
+        m, g = self.m, self.mujoco.mjtGeom
+        t, s = m.geom_type[i], m.geom_size[i]
+        color, alpha = geom_color(m, i)
+        name = f"{self.path[int(m.geom_bodyid[i])]}/geom{i}"
+        pose = dict(position=tuple(m.geom_pos[i]), wxyz=tuple(m.geom_quat[i]))
+        look = dict(opacity=None if alpha >= 1 else alpha)
+        if t == g.mjGEOM_BOX:
+            server.scene.add_box(name, color, tuple(2 * s), **pose, **look)
+        elif t == g.mjGEOM_SPHERE:
+            server.scene.add_icosphere(name, float(s[0]), color, **pose, **look)
+        elif t == g.mjGEOM_ELLIPSOID:
+            server.scene.add_icosphere(name, 1.0, color, scale=tuple(s), **pose, **look)
+        elif t == g.mjGEOM_CYLINDER:
+            server.scene.add_cylinder(name, float(s[0]), float(2 * s[1]), color, **pose, **look)
+        elif t == g.mjGEOM_CAPSULE:               # a cylinder between two spheres
+            server.scene.add_frame(name, show_axes=False, **pose)
+            server.scene.add_cylinder(f"{name}/shaft", float(s[0]), float(2 * s[1]), color, **look)
+            for k, z in (("a", s[1]), ("b", -s[1])):
+                server.scene.add_icosphere(f"{name}/{k}", float(s[0]), color, position=(0, 0, z), **look)
+        elif t == g.mjGEOM_MESH:
+            j = m.geom_dataid[i]
+            v0, nv, f0, nf = m.mesh_vertadr[j], m.mesh_vertnum[j], m.mesh_faceadr[j], m.mesh_facenum[j]
+            server.scene.add_mesh_simple(name, m.mesh_vert[v0:v0 + nv], m.mesh_face[f0:f0 + nf], color=color,
+                                         **pose, **look)
 
     def pose(self, qpos, follow: bool) -> None:
         """Bodies at qpos; when following, the world shifts so that the base stays above the origin
         (the user's camera keeps its place) and the floor grid by whole cells under it."""
-        self.d.qpos[:] = qpos
-        self.mujoco.mj_kinematics(self.m, self.d)
-        xy = self.d.xpos[self.base_body, :2] if follow else np.zeros(2)
+        d = self.d
+        d.qpos[:] = qpos
+        self.mujoco.mj_kinematics(self.m, d)
+        xy = d.xpos[self.base_body, :2] if follow else np.zeros(2)
         self.root.position = (-xy[0], -xy[1], 0.0)
         self.grid.position = (-(xy[0] % GRID_CELL), -(xy[1] % GRID_CELL), 0.0)
-        for b, frame in self.bodies.items():
-            frame.position = self.d.xpos[b]
-            frame.wxyz = self.d.xquat[b]
+        # Pose in the parent's frame: R_p^T (x_b - x_p) and conj(q_p) q_b.
+        p, b = self.parents, self.ids
+        rot_p = d.xmat[p].reshape(-1, 3, 3)
+        pos = np.einsum("nji,nj->ni", rot_p, d.xpos[b] - d.xpos[p])
+        quat = quat_mul(d.xquat[p] * np.array([1, -1, -1, -1]), d.xquat[b])
+        moved = ~(np.abs(pos - self.sent_pos).max(1) <= 1e-6)          # NaN (never sent) counts as moved
+        turned = ~(np.abs(quat - self.sent_quat).max(1) <= 1e-6)
+        for k in np.flatnonzero(moved):
+            self.frames[k].position = pos[k]
+        for k in np.flatnonzero(turned):
+            self.frames[k].wxyz = quat[k]
+        self.sent_pos[moved], self.sent_quat[turned] = pos[moved], quat[turned]
 
 
 class Viewer:
@@ -345,7 +383,7 @@ class Viewer:
         rtf = self.rtf()
         speed = f"real-time factor {rtf:.2f}"
         if rtf < SLOW_RTF and not self.paused:
-            speed += f" — **slower than real time** (stepping {self.n} robots takes longer than {self.dt * 1e3:g} ms)"
+            speed += f" — **slower than real time**: a step takes longer than {self.dt * 1e3:g} ms on this machine"
         self.status.content = f"{self.header}  \nsim time {self.steps * self.dt:.1f} s, {speed}"
         cmd, lin, ang, h = self.last
         i = self.selected

@@ -132,3 +132,44 @@ def test_viewer_off_prints_as_before(capsys):
     assert [ln.split()[0] for ln in lines[1:]] == ["mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error",
                                                   "mean_abs_height_error", "fall_rate", "mean_episode_length_s"]
     assert lines[5] == "  fall_rate                  0.0000" and lines[6] == "  mean_episode_length_s      0.1000"
+
+
+@pytest.mark.parametrize("which", ["own", "menagerie"])
+def test_scene_frames_compose_to_mujoco_poses(which, request):
+    """The nested body frames the page draws put every body where C MuJoCo's kinematics does."""
+    import mujoco
+
+    from conftest import OWN_XML
+    from mjx_env.model import load_go2
+    from viewer import Scene, quat_mul
+    from mjx_env.config import EnvConfig
+    model = load_go2(OWN_XML if which == "own" else request.getfixturevalue("ref_xml"), EnvConfig())
+    server = viser.ViserServer(host="127.0.0.1", port=0, verbose=False)
+    try:
+        scene = Scene(server, model)
+        m = model.mj_model
+        meshes = sum(m.geom_type[i] == mujoco.mjtGeom.mjGEOM_MESH and m.geom_group[i] <= 2 for i in range(m.ngeom))
+        assert (meshes > 0) == (which == "menagerie")        # Menagerie's visual meshes, our primitives
+        rng = np.random.default_rng(0)
+        for follow in (False, True):
+            qpos = np.array(model.init_qpos, float)
+            qpos[model.base_qpos_adr:model.base_qpos_adr + 3] += [1.5, -0.7, 0.1]
+            quat = rng.normal(size=4)
+            qpos[model.base_qpos_adr + 3:model.base_qpos_adr + 7] = quat / np.linalg.norm(quat)
+            qpos[model.qpos_idx] += rng.uniform(-0.5, 0.5, 12)
+            scene.pose(qpos, follow)
+            d = mujoco.MjData(m)
+            d.qpos[:] = qpos
+            mujoco.mj_kinematics(m, d)
+            shift = np.r_[d.xpos[model.base_body, :2], 0] if follow else np.zeros(3)
+            world = {0: (np.asarray(scene.root.position), np.array([1.0, 0, 0, 0]))}
+            for k, b in enumerate(scene.ids):
+                p_pos, p_quat = world[int(m.body_parentid[b])]
+                f = scene.frames[k]
+                rot = np.zeros(9)
+                mujoco.mju_quat2Mat(rot, p_quat)
+                world[b] = (p_pos + rot.reshape(3, 3) @ f.position, quat_mul(p_quat, f.wxyz))
+                assert world[b][0] == pytest.approx(d.xpos[b] - shift, abs=1e-6)
+                assert abs(np.dot(world[b][1], d.xquat[b])) == pytest.approx(1.0, abs=1e-6)
+    finally:
+        server.stop()
