@@ -5,6 +5,7 @@
     python play.py --xml-path ../shared/reference/unitree_go2/scene.xml       # sim-to-sim
     python play.py --num_envs 1 --duration 10 --video go2.mp4                # MP4, camera follows
     python play.py --checkpoint policies/go2_jump.pt --jump 0.6 --jump-every 2   # jump on command
+    python play.py --viewer                          # watch and steer it live: http://127.0.0.1:8080
 
 Commands are sampled once per episode, uniformly in the given ranges (a single value fixes one),
 and held for the whole episode. Metrics are means over all steps of all episodes.

@@ -52,11 +52,15 @@ class DevTools:
              f"--user-data-dir={profile}", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
              f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-port=0", url],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = Path(profile) / "DevToolsActivePort"
-        wait_for(lambda: active.exists() and active.read_text().strip(), 60, "Chromium's DevTools port")
-        port = int(active.read_text().split()[0])
-        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
-        self.ws_url = next(t for t in pages if t["type"] == "page")["webSocketDebuggerUrl"]
+        try:
+            active = Path(profile) / "DevToolsActivePort"
+            wait_for(lambda: active.exists() and active.read_text().strip(), 60, "Chromium's DevTools port")
+            port = int(active.read_text().split()[0])
+            pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
+            self.ws_url = next(t for t in pages if t["type"] == "page")["webSocketDebuggerUrl"]
+        except BaseException:
+            self.close()
+            raise
         self.id = 0
 
     def call(self, method, **params):
