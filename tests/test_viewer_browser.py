@@ -23,7 +23,7 @@ PIL = pytest.importorskip("PIL.Image")
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian: apt-get install chromium)")
 
-WIDTH, HEIGHT = 1280, 800
+WIDTH, HEIGHT = 1280, 1250
 
 
 def free_port() -> int:
