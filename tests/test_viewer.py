@@ -90,6 +90,42 @@ def test_reset_button_resets_the_watched_robot_only(page):
     assert int(np.asarray(new.episode_step)[0]) == 0 and (q[1] == q_old[1]).all()
 
 
+def test_pause_holds_the_loop_until_step(page):
+    import threading
+    v, env, state = page
+    v.pause_button.value = True                       # Pause
+    assert v.paused and not v.step_button.disabled and v.pause_button.label == "Resume"
+    out = []
+    loop = threading.Thread(target=lambda: out.append(v.before_step(state)), daemon=True)
+    loop.start()
+    loop.join(0.5)
+    assert loop.is_alive() and not out                # the play loop waits while paused
+    v.step_button.value = True                        # Step: one step goes through
+    loop.join(30)
+    assert not loop.is_alive() and len(out) == 1
+    v.pause_button.value = True                       # Resume
+    assert not v.paused and v.step_button.disabled
+
+
+def test_jump_handler_commands_a_jump(page):
+    v, env, state = page
+    assert v.jump_button is None                      # the walker, no --jump: no jump button on the page
+    v.robot.value = "1"
+    v.jump(0.6)
+    state = v.before_step(state)
+    assert np.asarray(state.commands)[:, 4] == pytest.approx([0.0, 0.6])
+    assert np.asarray(state.jump_steps)[1] == env.cfg.command.jump_reward_steps
+    from bridge.policy import SHIPPED_JUMP_POLICY
+    from viewer import Viewer
+    for argv in (["--jump", "0.8"], ["--checkpoint", str(SHIPPED_JUMP_POLICY)]):   # policies that take jumps
+        jumper = Viewer(env, play.parse_args(["--viewer", "--port", "0", "-B", "2"] + argv))
+        try:
+            assert jumper.jump_button is not None
+            assert jumper.jump_height.value == pytest.approx(0.8 if "--jump" in argv else 0.6)
+        finally:
+            jumper.close()
+
+
 def test_one_line_errors(monkeypatch):
     from mjx_env.errors import UserError
     from viewer import check_bind
