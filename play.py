@@ -362,7 +362,8 @@ def evaluate(args) -> dict:
     total = int(np.minimum(episodes, m).sum())       # n * m, or the episodes ended before Ctrl-C
     if trace is not None:
         trace.draw(args.plot, f"{Path(args.checkpoint or 'shipped policy').name} on {Path(env.model.xml_path).name} "
-                   f"({args.backend}), {n} envs x {m if viewer is None else 'live'} episode(s), seed {args.seed}, commands "
+                   f"({args.backend}), {n} envs x {m if viewer is None else 'live'} episode(s), seed {args.seed}, "
+                   "commands "
                    + ", ".join(f"{k} {lo:g}" + (f"..{hi:g}" if hi > lo else "") for k, (lo, hi) in
                                (("vx", value_range("vx", args.vx)), ("vy", value_range("vy", args.vy)),
                                 ("yaw", value_range("yaw", args.yaw)))))

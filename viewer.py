@@ -198,6 +198,7 @@ class Viewer:
         self.held = np.full((self.n, 4), np.nan)          # commands the user set (NaN: the env's own)
         self.step_once = False
         self.selected, self.all_robots = 0, self.n == 1
+        self.watched = 0                                  # the robot shown: `selected` as of the last step
         self.steps, self.falls = 0, np.zeros(self.n, int)
         self.history = deque(maxlen=int(HISTORY_S / self.dt))
         self.wall = deque(maxlen=int(2.0 / self.dt))       # (wall time, step) for the real-time factor
@@ -257,7 +258,9 @@ class Viewer:
             {"label": "yaw rate", "stroke": "#d62728", "width": 1.5}),
             title="commanded (dashed) vs measured", scales={"x": {"time": False}}, aspect=1.6)
         self.previous_sigint = signal.signal(signal.SIGINT, self._sigint)
-        print(f"viewer: http://{args.host}:{self.server.get_port()} (Ctrl-C stops and prints the metrics)",
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(args.host, f"[{args.host}]" if ":" in args.host
+                                                           else args.host)        # an address to open
+        print(f"viewer: http://{host}:{self.server.get_port()} (Ctrl-C stops and prints the metrics)",
               file=sys.stderr, flush=True)
 
     # ---- handlers: called on viser's threads (or by tests); they only record the request ----------
@@ -292,9 +295,8 @@ class Viewer:
         self.step_once = True
 
     def select(self, i: int) -> None:
-        self.selected = i
-        self.history.clear()
-        self.last_readout = 0.0                  # refresh (and show its commands) after the next step
+        self.selected = i                        # after_step (the play loop's thread) switches to it
+        self.last_readout = 0.0                  # and refreshes the readouts and sliders at once
 
     def _sigint(self, signum, frame):
         if not self.running:                 # a second Ctrl-C: stop now
@@ -350,6 +352,8 @@ class Viewer:
     def pace(self) -> None:
         """Sleep so that a step takes dt of wall time; when behind, carry on without catching up."""
         now = time.perf_counter()
+        if self.due is None:                     # the start, or after a pause: measure afresh
+            self.wall.clear()
         self.due = now if self.due is None else self.due + self.dt
         if self.due > now:
             time.sleep(self.due - now)
@@ -360,7 +364,10 @@ class Viewer:
         """After env.step: `metrics` of the states reached, `commands` the step was taken under."""
         self.steps += 1
         self.falls += np.asarray(state.terminated) & np.asarray(state.done)
-        i = self.selected
+        if self.watched != self.selected:
+            self.watched = self.selected
+            self.history.clear()
+        i = self.watched
         lin, ang, h = metrics["lin_vel"][i], metrics["ang_vel"][i], float(metrics["height"][i])
         self.last = (np.asarray(commands[i]), lin, ang, h)
         self.history.append((self.steps * self.dt, commands[i, 0], lin[0], commands[i, 2], ang[2]))
@@ -386,7 +393,7 @@ class Viewer:
             speed += f" — **slower than real time**: a step takes longer than {self.dt * 1e3:g} ms on this machine"
         self.status.content = f"{self.header}  \nsim time {self.steps * self.dt:.1f} s, {speed}"
         cmd, lin, ang, h = self.last
-        i = self.selected
+        i = self.watched
         self.readout.content = "\n".join([
             f"robot {i}: falls {self.falls[i]}, step {int(np.asarray(state.episode_step[i]))} of its episode; "
             f"falls of all robots {int(self.falls.sum())}", "",
@@ -402,7 +409,7 @@ class Viewer:
     def show_commands(self, cmd) -> None:
         """The sliders show the watched robot's commands: the user's where set, else its own."""
         with self.lock:
-            held = self.held[self.selected].copy()
+            held = self.held[self.watched].copy()
         for k, v, h in zip(COMMANDS, cmd[:4], held):
             v = round(float(h if not np.isnan(h) else v), 2)
             if abs(self.sliders[k].value - v) > 0.005:
