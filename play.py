@@ -5,6 +5,7 @@
     python play.py --xml-path ../shared/reference/unitree_go2/scene.xml       # sim-to-sim
     python play.py --num_envs 1 --duration 10 --video go2.mp4                # MP4, camera follows
     python play.py --checkpoint policies/go2_jump.pt --jump 0.6 --jump-every 2   # jump on command
+    python play.py --viewer                          # watch and steer it live: http://127.0.0.1:8080
 
 Commands are sampled once per episode, uniformly in the given ranges (a single value fixes one),
 and held for the whole episode. Metrics are means over all steps of all episodes.
@@ -40,15 +41,24 @@ def parse_args(argv=None):
                    help="commanded vs measured velocities of a few envs, and the error distribution")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off when not on a terminal)")
     add_perturbations(p)
+    p.add_argument("--viewer", action="store_true",
+                   help="watch and steer the run live in a browser (viser; runs until Ctrl-C, then prints the metrics)")
+    p.add_argument("--port", type=int, default=8080, help="--viewer's port (default 8080)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="--viewer's address (default 127.0.0.1: this machine only; reach it through an SSH tunnel)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.video:
-        from tools.video import choose_gl
-        choose_gl()
-    return run("play.py", lambda: report(evaluate(args), args))
+
+    def play():
+        if args.video:
+            from tools.video import check_gl, choose_gl
+            choose_gl()
+            check_gl()
+        return report(evaluate(args), args)
+    return run("play.py", play)
 
 
 def report(res: dict, args) -> int:

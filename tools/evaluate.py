@@ -2,6 +2,7 @@
 video and plot."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from mjx_env.errors import UserError
@@ -49,8 +50,14 @@ def evaluate(args) -> dict:
         if not 0 <= args.video_env < args.num_envs:
             raise UserError(f"--video-env must be in [0, {args.num_envs - 1}]")
         video = VideoWriter(env, args.video, args.width, args.height_px, round(1 / cfg.env.dt))
+    viewer = None
+    if getattr(args, "viewer", False):
+        from tools.viewer import Viewer
+        viewer = Viewer(env, args)
 
     n, m = args.num_envs, args.episodes
+    if viewer is not None:        # runs until Ctrl-C: every episode ended by then counts
+        m = sys.maxsize
     # Signed v_x error by commanded v_x, once a command has settled (after its first second).
     bins = np.round(np.arange(-1.0, 2.0 + 1e-9, VX_BIN), 6)
     bias_sum, bias_count = np.zeros(len(bins) - 1), np.zeros(len(bins) - 1)
@@ -61,7 +68,7 @@ def evaluate(args) -> dict:
     sums = dict(vx=0.0, vy=0.0, yaw=0.0, height=0.0)
     lengths = []
     trace = TrackingTrace(n, cfg.env.dt) if args.plot else None
-    bar = loop.progress(m * cfg.env.max_episode_length, "play", args.no_progress)
+    bar = loop.progress(m * cfg.env.max_episode_length, "play", args.no_progress or viewer is not None)
     jumps = JumpLog(n, cfg.command.jump_reward_steps) if loop.jump_every else None
     probe = None
     if jumps is not None:
@@ -70,7 +77,9 @@ def evaluate(args) -> dict:
         if not probe.has_gap:
             raise UserError(f"{env.model.xml_path}: the flight check of --jump needs sphere feet and one "
                             "floor plane")
-    while episodes.min() < m:
+    while episodes.min() < m if viewer is None else viewer.running:
+        if viewer is not None:
+            state = viewer.before_step(state)
         commands = np.asarray(state.commands)
         settled = np.asarray(state.episode_step) >= settle
         state = loop.step(state)
@@ -106,15 +115,22 @@ def evaluate(args) -> dict:
             if jump.any():
                 jumps.command(jump, met["height"], args.jump)
                 state = loop.command_jumps(state, jump)
+        if viewer is not None:
+            viewer.after_step(state, met, commands)
         bar.update()
     bar.close()
+    if viewer is not None:
+        viewer.close()
+        if steps == 0:
+            raise UserError("stopped before the first step: no metrics")
     env.close()
     if video is not None:
         video.close()
-    total = n * m
+    total = int(np.minimum(episodes, m).sum())       # n * m, or the episodes ended before Ctrl-C
     if trace is not None:
         trace.draw(args.plot, f"{Path(args.checkpoint or 'shipped policy').name} on {Path(env.model.xml_path).name} "
-                   f"({args.backend}), {n} envs x {m} episode(s), seed {args.seed}, commands "
+                   f"({args.backend}), {n} envs x {m if viewer is None else 'live'} episode(s), seed {args.seed}, "
+                   "commands "
                    + ", ".join(f"{k} {lo:g}" + (f"..{hi:g}" if hi > lo else "") for k, (lo, hi) in
                                (("vx", value_range("vx", args.vx)), ("vy", value_range("vy", args.vy)),
                                 ("yaw", value_range("yaw", args.yaw)))))
@@ -125,7 +141,8 @@ def evaluate(args) -> dict:
                      "yaw": value_range("yaw", args.yaw), "height": value_range("height", args.height)},
         "mean_abs_vx_error": sums["vx"] / steps, "mean_abs_vy_error": sums["vy"] / steps,
         "mean_abs_yaw_rate_error": sums["yaw"] / steps, "mean_abs_height_error": sums["height"] / steps,
-        "fall_rate": falls / total, "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt,
+        "fall_rate": falls / total if total else float("nan"),
+        "mean_episode_length_s": float(np.mean(lengths)) * cfg.env.dt if lengths else float("nan"),
         "randomize": args.randomize, "push_m_s": args.push, "push_every_s": args.push_every if args.push else None,
     }
     seen = bias_count > 0

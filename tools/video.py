@@ -15,6 +15,34 @@ def choose_gl():
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+# What each headless backend needs, as PyOpenGL loads it (lib<name>.so or lib<name>.so.N), and the
+# Debian/Ubuntu package that provides it.
+GL_LIBRARIES = {"osmesa": [("OSMesa", "libosmesa6")], "egl": [("EGL", "libegl1"), (("OpenGL", "GL"), "libgl1")]}
+
+
+def loadable(name: str) -> bool:
+    import ctypes
+    for filename in [f"lib{name}.so"] + [f"lib{name}.so.{i}" for i in range(9, -1, -1)]:
+        try:
+            ctypes.cdll.LoadLibrary(filename)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def check_gl():
+    """Fail in one line when MUJOCO_GL's library is missing: importing mujoco would otherwise die
+    inside PyOpenGL with a long traceback (AttributeError: 'NoneType' ... 'glGetError')."""
+    backend = os.environ.get("MUJOCO_GL", "").lower()
+    for names, package in GL_LIBRARIES.get(backend, []):
+        names = (names,) if isinstance(names, str) else names
+        if not any(loadable(n) for n in names):
+            other = "MUJOCO_GL=egl on a machine with a GPU" if backend == "osmesa" else "MUJOCO_GL=osmesa"
+            raise UserError(f"--video: MuJoCo's {backend} renderer needs lib{names[0]}, which is not installed: "
+                            f"apt-get install {package} (Debian/Ubuntu), or use {other}")
+
+
 class VideoWriter:
     def __init__(self, env, path, width, height, fps):
         import mujoco
