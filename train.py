@@ -124,15 +124,20 @@ class StopRequested(Exception):
 def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True) -> None:
     """First Ctrl-C / SIGTERM: finish this iteration, save, exit. Second: stop at once.
     Under torchrun a Ctrl-C reaches each rank twice (from the terminal and forwarded by torchrun),
-    so repeats are ignored there; torchrun kills the ranks after its --shutdown_timeout."""
+    so repeats are ignored there; torchrun kills the ranks after its --shutdown_timeout. There a
+    SIGTERM is also how torchrun stops the ranks left when one died: it is not announced (the line
+    that ends the run says what happened)."""
     def handler(signum, frame):
         if state["stop"]:
             if not repeat_stops_at_once:
                 return
             raise KeyboardInterrupt
         state["stop"] = signal.Signals(signum).name
-        print(f"\n[train] {state['stop']} received: saving after the current iteration "
-              "(send it again to stop at once, without saving)", flush=True)
+        if repeat_stops_at_once:
+            print(f"\n[train] {state['stop']} received: saving after the current iteration "
+                  "(send it again to stop at once, without saving)", flush=True)
+        elif signum == signal.SIGINT:
+            print(f"\n[train] {state['stop']} received: saving after the current iteration", flush=True)
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
@@ -145,6 +150,25 @@ def init_actor(runner, path) -> None:
         runner.alg.load(load_checkpoint_file(path, "actor"), {"actor": True}, strict=True)
     except RuntimeError as exc:    # another network layout
         raise UserError(f"--init-actor {path} does not fit this run's actor: {first_line(exc)}") from None
+
+
+def keep_last_iteration(runner, log_dir: Path, args) -> str:
+    """Under torchrun, rank 0 when a rank failed or died: save the last complete iteration and
+    say how to continue (the rest of Group.fail's one line)."""
+    it = runner.remembered["iter"] if runner is not None and runner.remembered is not None else None
+    if it is None:
+        if args.resume:
+            return (f"no iteration completed since {args.resume}; continue with: torchrun ... train.py "
+                    f"-e {args.exp_name} --resume {args.resume} --max_iterations N")
+        return "no iteration completed, nothing to save"
+    path = log_dir / f"model_{it}.pt"
+    runner.save_remembered(str(path))
+    try:
+        runner.logger.stop_logging_writer()           # flush TensorBoard
+    except Exception:
+        pass
+    return (f"saved {path} (iteration {it}); continue with: torchrun ... train.py -e {args.exp_name} "
+            f"--resume {path} --max_iterations N")
 
 
 def run(args, group: Group) -> int:
@@ -215,6 +239,8 @@ def run(args, group: Group) -> int:
         train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
         os.environ.setdefault("WANDB_DIR", str(log_dir))
     group.agree()         # every rank passed its checks (or all stop; see main)
+    runner = None         # if a rank fails or dies from here on, rank 0 keeps its last complete iteration
+    group.rescue = lambda: keep_last_iteration(runner, log_dir, args)
 
     seed = args.seed + group.rank                     # each rank its own env stream
     torch.manual_seed(seed)
@@ -266,6 +292,9 @@ def run(args, group: Group) -> int:
         log(*a, **kw)
         if anneal is not None:                        # the next iteration's noise
             anneal.apply(runner.current_learning_iteration + 1)
+        if group.is_distributed:                      # what rank 0 saves if a rank dies in the next one
+            runner.remember_iteration()
+            group.in_step_now()
         if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested
     runner.logger.log = log_then_maybe_stop
@@ -304,6 +333,10 @@ def main(argv=None) -> int:
     except UserError as exc:                  # one line, from one rank; every rank stops
         group.report("train.py", exc)
         return 2
+    except Exception as exc:                  # torchrun: a rank failed or died later (Group.fail)
+        if not group.started:
+            raise
+        return group.fail("train.py", exc)
     finally:
         group.close()
 

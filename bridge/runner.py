@@ -111,6 +111,8 @@ class DeviceLogger(Logger):
 
 
 class Go2Runner(OnPolicyRunner):
+    remembered = None            # see remember_iteration
+
     def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu"):
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
         self.logger = DeviceLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,
@@ -140,6 +142,23 @@ class Go2Runner(OnPolicyRunner):
         if self.device != "cpu":
             torch.cuda.set_device(self.gpu_local_rank)        # NCCL works on the current device
 
+    def remember_iteration(self) -> None:
+        """Keep a CPU copy of what a checkpoint of the iteration just completed holds. Under
+        torchrun a peer may die in the middle of the next update, when the live weights are
+        half-updated; rank 0 then saves this copy (save_remembered). On a GPU it costs one
+        device-to-host copy of the networks and optimizer state per iteration."""
+        saved = _to_cpu(self.alg.save())
+        saved.update(iter=self.current_learning_iteration, infos=None)
+        self.remembered = saved
+
+    def save_remembered(self, path: str) -> int | None:
+        """Write the last remembered iteration (atomically); its number, or None if there is none."""
+        saved = self.remembered
+        if saved is None:
+            return None
+        atomic_write(path, lambda tmp: torch.save(saved, tmp))
+        return saved["iter"]
+
     def save(self, path: str, infos=None) -> None:
         # OnPolicyRunner.save would hand the temporary file to W&B (which links, then loses it):
         # write atomically, then upload the final path.
@@ -147,6 +166,17 @@ class Go2Runner(OnPolicyRunner):
         saved.update(iter=self.current_learning_iteration, infos=infos)
         atomic_write(path, lambda tmp: torch.save(saved, tmp))
         self.logger.save_model(path, self.current_learning_iteration)
+
+
+def _to_cpu(obj):
+    """A copy of nested state dicts with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> dict:
