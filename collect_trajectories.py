@@ -28,7 +28,8 @@ Layout of the file (T steps in all, E episodes; float32 unless said):
            env_index (E,) int32; with --randomize also dr_<draw> (E, ...): the episode's physics draws
            (mjx_env/randomize.py: friction, added_base_mass, base_com_offset, link_mass_scale, ...)
   attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, dt, sim_dt, configs (JSON),
-           joint_names, state_names (JSON: qpos then qvel entries), created, format_version
+           joint_names, state_names (JSON: qpos then qvel entries), created, format_version;
+           a torchrun rank's part also part_of (JSON: rank, ranks, out), a merged file merged_from
 Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = True.
 An --out ending in .npz writes the DynaFlow layout instead (see dynaflow_data.py), from the same arrays.
 """
@@ -39,6 +40,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -249,6 +251,8 @@ def collect(args) -> dict:
                 dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
                 configs=configs, joint_names=list(JOINT_NAMES), state_names=dynaflow_data.state_names(go2.mj_model),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
+    if getattr(args, "part_of", None):                   # a rank's part under torchrun (collect_on_ranks)
+        meta["part_of"] = json.dumps(args.part_of)
     writer = dynaflow_data.write_npz if out.suffix == ".npz" else write_hdf5
     atomic_write(out, lambda tmp: writer(tmp, steps, episode_arrays, meta))
     return {"episodes": len(episodes), "steps": int(lengths.sum()), "falls": int(sum(e[3] for e in episodes)),
@@ -275,6 +279,7 @@ def merge(paths, out) -> dict:
         if Path(p).is_file() and not h5py.is_hdf5(p):
             raise UserError(f"{p} is not an HDF5 file: merge reads parts written by collect_trajectories.py --out *.h5")
     parts = [load_dataset(p) for p in paths]
+    missing_parts(paths, parts)
     ref = parts[0].meta
     seeds = {}
     for path, ds in zip(paths, parts):
@@ -293,37 +298,81 @@ def merge(paths, out) -> dict:
     episodes["start"] = np.concatenate([ds.episodes["start"] + o for ds, o in zip(parts, offsets)]).astype(np.int64)
     meta = dict(ref, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 merged_from=json.dumps([Path(p).name for p in paths]))
+    meta.pop("part_of", None)
     writer = dynaflow_data.write_npz if out.suffix == ".npz" else write_hdf5
     atomic_write(out, lambda tmp: writer(tmp, steps, episodes, meta))
     return {"episodes": int(sum(len(ds) for ds in parts)), "steps": int(offsets[-1]),
             "falls": int(episodes["fell"].sum()), "out": str(out)}
 
 
+def part_name(out: Path, rank: int, world: int) -> Path:
+    return out.with_name(f".{out.name}.part{rank}of{world}.h5")
+
+
+def missing_parts(paths, parts) -> None:
+    """The parts a torchrun collection wrote carry part_of (rank, ranks, out): refuse to merge some
+    of them without the others, naming the first one missing."""
+    given = {}
+    for path, ds in zip(paths, parts):
+        if "part_of" in ds.meta:
+            p = json.loads(ds.meta["part_of"])
+            given.setdefault((p["out"], p["ranks"]), (Path(path), set()))[1].add(p["rank"])
+    for (out, world), (path, ranks) in given.items():
+        missing = sorted(set(range(world)) - ranks)
+        if missing:
+            name = path.with_name(part_name(Path(out), missing[0], world).name)
+            raise UserError(f"{name} is missing: it is rank {missing[0]}'s part of {out} from {world} ranks "
+                            f"({len(missing)} of {world} missing); run the torchrun collection again")
+
+
 def collect_on_ranks(args, group) -> dict:
     """Under torchrun: rank r collects its share of the episodes with seed + r into a part file
-    beside --out (a folder every rank can write); rank 0 merges the parts into --out."""
+    beside --out (a folder every rank can write); rank 0 merges the parts into --out. If a rank
+    dies or fails, the parts already written stay (Group.fail; rank 0 names them)."""
     out, world = Path(args.out), group.world_size
     base, extra = divmod(args.episodes, world)
     count, first = base + (group.rank < extra), group.rank * base + min(group.rank, extra)
-    parts = [out.with_name(f".{out.name}.part{r}of{world}.h5") for r in range(world)]
+    parts = [part_name(out, r, world) for r in range(world)]
+    from bridge.distributed import Stopped
+    group.rescue = lambda: kept_parts(parts)
+    written = [False]
+
+    def on_sigterm(signum, frame):              # after the part is written: stay to report on it
+        if not written[0]:
+            raise Stopped("stopped by SIGTERM before its part was written")
+    signal.signal(signal.SIGTERM, on_sigterm)
     error = None
     try:
         if count < 1:
             raise UserError(f"--episodes {args.episodes} leaves rank {group.rank} of {world} without an episode: "
                             "ask for at least one episode per rank")
         collect(argparse.Namespace(**{**vars(args), "episodes": count, "seed": args.seed + group.rank,
-                                      "first_episode": first, "out": str(parts[group.rank])}))
+                                      "first_episode": first, "out": str(parts[group.rank]),
+                                      "part_of": {"rank": group.rank, "ranks": world, "out": out.name}}))
+        written[0] = True
     except UserError as exc:
         error = exc
     try:
         group.agree(error)                      # every part written, or all stop
-        if not group.is_main:
-            return {"part": str(parts[group.rank]), "episodes": count}
-        return merge(parts, out)
-    finally:
+    except UserError:                           # the ranks agreed to stop: no part is kept
         if group.is_main:
             for p in parts:
                 p.unlink(missing_ok=True)
+        raise
+    if not group.is_main:
+        return {"part": str(parts[group.rank]), "episodes": count}
+    res = merge(parts, out)
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return res
+
+
+def kept_parts(parts) -> str:
+    """Rank 0, when a rank died or failed: which parts are on disk (each loads on its own)."""
+    kept = [p.name for p in parts if p.is_file()]
+    missing = [p.name for p in parts if not p.is_file()]
+    return (f"kept {', '.join(kept) or 'no part'} in {parts[0].parent}; missing {', '.join(missing) or 'none'}; "
+            "run the collection again (merge refuses an incomplete set)")
 
 
 def parse_args(argv=None):
@@ -373,6 +422,10 @@ def main(argv=None) -> int:
     except UserError as exc:
         group.report("collect_trajectories.py", exc)
         return 2
+    except Exception as exc:                    # torchrun: a rank failed or died (Group.fail)
+        if not group.started:
+            raise
+        return group.fail("collect_trajectories.py", exc)
     finally:
         group.close()
     if "part" in res:

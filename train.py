@@ -293,7 +293,8 @@ def run(args, group: Group) -> int:
         if anneal is not None:                        # the next iteration's noise
             anneal.apply(runner.current_learning_iteration + 1)
         if group.is_distributed:                      # what rank 0 saves if a rank dies in the next one
-            runner.remember_iteration()
+            if group.is_main:
+                runner.remember_iteration()
             group.in_step_now()
         if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested

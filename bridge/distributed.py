@@ -59,12 +59,20 @@ def where_raised(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return ""
-    path = frames[-1].filename
-    try:
+    path = os.path.abspath(frames[-1].filename)
+    if path.startswith(os.getcwd() + os.sep):
         path = os.path.relpath(path)
-    except ValueError:
-        pass
     return f"{path}:{frames[-1].lineno}"
+
+
+def pid_space() -> str:
+    """Where this process's pid means something: the machine's boot id and its pid namespace
+    (Linux; hostnames can repeat across containers). Processes with the same pid space can be checked."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{f.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
 
 
 def process_ended(pid: int) -> bool:
@@ -74,6 +82,11 @@ def process_ended(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (OSError, IndexError):
         return True
+
+
+class Stopped(Exception):
+    """A signal stopped this rank before its work was safe (torchrun sends SIGTERM to the ranks left
+    when one died): Group.fail names the rank that died, if it can be known."""
 
 
 class OtherRankFailed(UserError):
@@ -134,7 +147,7 @@ class Group:
         dist.init_process_group("cpu:gloo,cuda:nccl" if self.nccl else "gloo", rank=self.rank,
                                 world_size=self.world_size, timeout=TIMEOUT)
         # Where this rank runs, so that rank 0 can tell later which of its node's ranks died.
-        self._store_set(f"go2/proc/{self.rank}", f"{socket.gethostname()} {os.getpid()}")
+        self._store_set(f"go2/proc/{self.rank}", f"{pid_space()} {os.getpid()}")
 
     def in_step_now(self) -> None:
         """The ranks are in step (every rank compiled and ran an iteration): from now on a collective
@@ -221,26 +234,26 @@ class Group:
         except Exception:
             return None
 
-    def culprits(self) -> str:
+    def culprits(self) -> str | None:
         """Which ranks failed, as far as rank 0 can know: those that posted their reason, else
         the ranks of this node whose process has ended and that did not report losing a peer."""
         failed = [(r, why) for r in range(self.world_size) if r != self.rank
                   and (why := self._store_get(f"go2/failed/{r}")) is not None]
         if failed:
             return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed)
-        host, gone, remote = socket.gethostname(), [], False
+        here, gone, remote = pid_space(), [], False
         for r in range(self.world_size):
             proc = self._store_get(f"go2/proc/{r}") if r != self.rank else None
             if proc is None:
                 continue
             where, pid = proc.rsplit(" ", 1)
-            if where != host:
+            if where != here:
                 remote = True
             elif process_ended(int(pid)) and self._store_get(f"go2/lost/{r}") is None:
                 gone.append(r)
         if gone:
             return "; ".join(f"rank {r} of {self.world_size} died" for r in gone)
-        return "a rank on another node is gone" if remote else "another rank is gone"
+        return "a rank on another node is gone" if remote else None
 
     def fail(self, prog: str, exc: BaseException) -> int:
         """Under torchrun, after the ranks started: this rank failed on its own (exc is its error)
@@ -248,10 +261,9 @@ class Group:
         keeps what it can (rescue) and prints one line; the others exit quietly. Returns the exit code.
         (Without torchrun the caller lets the error go, with its traceback, as before.)"""
         self.broken = True
-        lost = is_peer_loss(exc)
+        lost = is_peer_loss(exc) or isinstance(exc, Stopped)
         if lost:
             self._store_set(f"go2/lost/{self.rank}", "")
-            what = self.culprits()
         else:
             at = where_raised(exc) if not isinstance(exc, UserError) else ""
             why = f"{type(exc).__name__}: {first_line(exc)}" if not isinstance(exc, UserError) else str(exc)
@@ -260,6 +272,13 @@ class Group:
             what = f"rank {self.rank} of {self.world_size} failed ({why})"
         if not self.is_main:
             return 1
+        if lost:
+            what = self.culprits()
+            if what is None and isinstance(exc, Stopped):
+                what = f"rank {self.rank} of {self.world_size} {exc}"
+            elif what is None:
+                hung = any(s in str(exc).lower() for s in ("timed out", "timeout"))
+                what = "another rank stopped answering (a collective timed out)" if hung else "another rank is gone"
         try:
             kept = self.rescue() if self.rescue is not None else ""
         except Exception as save_exc:            # say so, still in one line

@@ -94,3 +94,30 @@ def test_rank_whose_env_raises_is_named_and_resume_continued(raised):
     check_rescue(out, run_dir / f"model_{k + 2}.pt", k + 2,
                  f"rank 1 of 2 failed (RuntimeError: injected env failure at step {RAISE_AT}, "
                  "at tests/dist_driver.py:45)")
+
+
+# ---- collection ----------------------------------------------------------------------------------
+def test_collection_keeps_the_parts_written_and_merge_names_the_missing_one(tmp_path, capsys):
+    """Rank 1 dies before writing its part, once rank 0's is written: rank 0 keeps its part, says
+    which is missing; the part loads on its own and merge refuses it without the other."""
+    from collect_trajectories import load_dataset, main
+    part0, part1 = tmp_path / ".all.h5.part0of2.h5", tmp_path / ".all.h5.part1of2.h5"
+    r = torchrun(tmp_path, "collect", "--episodes", "4", "--num_envs", "2", "--duration", "0.3", "--seed", "5",
+                 "--out", str(tmp_path / "all.h5"), env={"DIST_TEST_RANK1_DIES_AFTER": str(part0)},
+                 launcher=(*LAUNCHER, str(tmp_path / "ranks")))
+    assert r.returncode != 0
+    rank0, rank1 = rank_output(tmp_path, 0), rank_output(tmp_path, 1)
+    assert "Traceback" not in rank0 and "Traceback" not in rank1 and error_lines(rank1) == []
+    assert error_lines(rank0) == [
+        f"collect_trajectories.py: error: rank 1 of 2 died; kept {part0.name} in {tmp_path}; missing {part1.name}; "
+        "run the collection again (merge refuses an incomplete set)"]
+    assert sorted(p.name for p in tmp_path.glob("*.h5")) == [part0.name]        # no all.h5, no temporary file
+    ds = load_dataset(part0)
+    assert len(ds) == 2 and ds.episodes["seed"].tolist() == [5, 5]
+    assert (ds.episodes["length"] == 15).all() and len(ds.steps["done"]) == 30    # 0.3 s at 50 Hz, complete
+    capsys.readouterr()
+    assert main(["merge", str(part0), "--out", str(tmp_path / "x.h5")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"collect_trajectories.py merge: error: {part1} is missing: it is rank 1's part of all.h5 from 2 ranks "
+        "(1 of 2 missing); run the torchrun collection again")
+    assert not (tmp_path / "x.h5").exists()
