@@ -121,13 +121,17 @@ class StopRequested(Exception):
     pass
 
 
-def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True) -> None:
+def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True, peer_failed=None) -> None:
     """First Ctrl-C / SIGTERM: finish this iteration, save, exit. Second: stop at once.
     Under torchrun a Ctrl-C reaches each rank twice (from the terminal and forwarded by torchrun),
     so repeats are ignored there; torchrun kills the ranks after its --shutdown_timeout. There a
-    SIGTERM is also how torchrun stops the ranks left when one died: it is not announced (the line
-    that ends the run says what happened)."""
+    SIGTERM is also how torchrun stops the ranks left when one died: it is not announced, and if
+    peer_failed() says a rank died, this rank stops now (Group.fail saves; an iteration may outlast
+    --shutdown_timeout)."""
     def handler(signum, frame):
+        if signum == signal.SIGTERM and peer_failed is not None and peer_failed():
+            from bridge.distributed import Stopped
+            raise Stopped("stopped by SIGTERM")
         if state["stop"]:
             if not repeat_stops_at_once:
                 return
@@ -285,7 +289,8 @@ def run(args, group: Group) -> int:
 
     rss_start = resident_mib()
     stop = {"stop": None}
-    install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed)
+    install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed,
+                          peer_failed=group.peer_failed if group.is_distributed else None)
     log = runner.logger.log
 
     def log_then_maybe_stop(*a, **kw):

@@ -234,13 +234,12 @@ class Group:
         except Exception:
             return None
 
-    def culprits(self) -> str | None:
-        """Which ranks failed, as far as rank 0 can know: those that posted their reason, else
-        the ranks of this node whose process has ended and that did not report losing a peer."""
+    def culprits(self) -> tuple[str | None, bool]:
+        """Which ranks failed, as far as this rank can know: those that posted their reason, else
+        the ranks of this node whose process has ended and that did not report losing a peer.
+        Also whether some ranks run on other nodes (those cannot be checked)."""
         failed = [(r, why) for r in range(self.world_size) if r != self.rank
                   and (why := self._store_get(f"go2/failed/{r}")) is not None]
-        if failed:
-            return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed)
         here, gone, remote = pid_space(), [], False
         for r in range(self.world_size):
             proc = self._store_get(f"go2/proc/{r}") if r != self.rank else None
@@ -249,11 +248,18 @@ class Group:
             where, pid = proc.rsplit(" ", 1)
             if where != here:
                 remote = True
-            elif process_ended(int(pid)) and self._store_get(f"go2/lost/{r}") is None:
+            elif not failed and process_ended(int(pid)) and self._store_get(f"go2/lost/{r}") is None:
                 gone.append(r)
+        if failed:
+            return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed), remote
         if gone:
-            return "; ".join(f"rank {r} of {self.world_size} died" for r in gone)
-        return "a rank on another node is gone" if remote else None
+            return "; ".join(f"rank {r} of {self.world_size} died" for r in gone), remote
+        return None, remote
+
+    def peer_failed(self) -> bool:
+        """Has another rank failed or died (as far as culprits can tell)? For a SIGTERM handler:
+        torchrun sends SIGTERM to the ranks left when one died."""
+        return self.started and not self.broken and self.culprits()[0] is not None
 
     def fail(self, prog: str, exc: BaseException) -> int:
         """Under torchrun, after the ranks started: this rank failed on its own (exc is its error)
@@ -273,12 +279,13 @@ class Group:
         if not self.is_main:
             return 1
         if lost:
-            what = self.culprits()
+            what, remote = self.culprits()
             if what is None and isinstance(exc, Stopped):
                 what = f"rank {self.rank} of {self.world_size} {exc}"
+            elif what is None and any(s in str(exc).lower() for s in ("timed out", "timeout")):
+                what = "another rank stopped answering (a collective timed out)"
             elif what is None:
-                hung = any(s in str(exc).lower() for s in ("timed out", "timeout"))
-                what = "another rank stopped answering (a collective timed out)" if hung else "another rank is gone"
+                what = "a rank on another node is gone" if remote else "another rank is gone"
         try:
             kept = self.rescue() if self.rescue is not None else ""
         except Exception as save_exc:            # say so, still in one line

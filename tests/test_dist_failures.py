@@ -96,6 +96,39 @@ def test_rank_whose_env_raises_is_named_and_resume_continued(raised):
                  "at tests/dist_driver.py:45)")
 
 
+def test_remembered_iteration_is_a_copy_that_saves_as_a_checkpoint(tmp_path):
+    """What rank 0 saves after a peer died mid-update is the iteration it remembered, not the
+    half-updated live weights and optimizer state; the file is a checkpoint --resume reads."""
+    from bridge.runner import Go2Runner, ppo_train_cfg, read_checkpoint
+    from bridge.vec_env import Go2VecEnv
+    from mjx_env.env import Go2Env
+
+    env = Go2Env(4, "mujoco")
+    try:
+        runner = Go2Runner(Go2VecEnv(env), ppo_train_cfg(), log_dir=None, device="cpu")
+        params = [p for group in runner.alg.optimizer.param_groups for p in group["params"]]
+
+        def step():                                   # an optimizer step on made-up gradients
+            for p in params:
+                p.grad = torch.ones_like(p)
+            runner.alg.optimizer.step()
+        step()
+        runner.current_learning_iteration = 7
+        runner.remember_iteration()
+        actor = {k: v.clone() for k, v in runner.alg.actor.state_dict().items()}
+        moments = [runner.alg.optimizer.state[p]["exp_avg"].clone() for p in params]
+        step()                                        # the next update, cut short by a dead peer
+        assert not torch.equal(runner.alg.actor.state_dict()["mlp.0.weight"], actor["mlp.0.weight"])
+        assert runner.save_remembered(str(tmp_path / "model_7.pt")) == 7
+    finally:
+        env.close()
+    saved = read_checkpoint(tmp_path / "model_7.pt", 48, 52, 12)
+    assert saved["iter"] == 7
+    assert all(torch.equal(saved["actor_state_dict"][k], v) for k, v in actor.items())
+    state = saved["optimizer_state_dict"]["state"]
+    assert all(torch.equal(state[i]["exp_avg"], m) for i, m in enumerate(moments))
+
+
 # ---- collection ----------------------------------------------------------------------------------
 def test_collection_keeps_the_parts_written_and_merge_names_the_missing_one(tmp_path, capsys):
     """Rank 1 dies before writing its part, once rank 0's is written: rank 0 keeps its part, says
