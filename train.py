@@ -156,25 +156,6 @@ def init_actor(runner, path) -> None:
         raise UserError(f"--init-actor {path} does not fit this run's actor: {first_line(exc)}") from None
 
 
-def keep_last_iteration(runner, log_dir: Path, args) -> str:
-    """Under torchrun, rank 0 when a rank failed or died: save the last complete iteration and
-    say how to continue (the rest of Group.fail's one line)."""
-    it = runner.remembered["iter"] if runner is not None and runner.remembered is not None else None
-    if it is None:
-        if args.resume:
-            return (f"no iteration completed since {args.resume}; continue with: torchrun ... train.py "
-                    f"-e {args.exp_name} --resume {args.resume} --max_iterations N")
-        return "no iteration completed, nothing to save"
-    path = log_dir / f"model_{it}.pt"
-    runner.save_remembered(str(path))
-    try:
-        runner.logger.stop_logging_writer()           # flush TensorBoard
-    except Exception:
-        pass
-    return (f"saved {path} (iteration {it}); continue with: torchrun ... train.py -e {args.exp_name} "
-            f"--resume {path} --max_iterations N")
-
-
 def run(args, group: Group) -> int:
     if args.num_envs < 1:
         raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
@@ -244,7 +225,8 @@ def run(args, group: Group) -> int:
         os.environ.setdefault("WANDB_DIR", str(log_dir))
     group.agree()         # every rank passed its checks (or all stop; see main)
     runner = None         # if a rank fails or dies from here on, rank 0 keeps its last complete iteration
-    group.rescue = lambda: keep_last_iteration(runner, log_dir, args)
+    from bridge.runner import keep_last_iteration
+    group.rescue = lambda: keep_last_iteration(runner, log_dir, args.exp_name, args.resume)
 
     seed = args.seed + group.rank                     # each rank its own env stream
     torch.manual_seed(seed)

@@ -168,6 +168,25 @@ class Go2Runner(OnPolicyRunner):
         self.logger.save_model(path, self.current_learning_iteration)
 
 
+def keep_last_iteration(runner: Go2Runner | None, log_dir: Path, exp_name: str, resume: str | None) -> str:
+    """Under torchrun, rank 0 when a rank failed or died: save the last complete iteration and say
+    how to continue (the end of bridge.distributed.Group.fail's one line)."""
+    it = runner.remembered["iter"] if runner is not None and runner.remembered is not None else None
+    if it is None:
+        if resume:
+            return (f"no iteration completed since {resume}; continue with: torchrun ... train.py "
+                    f"-e {exp_name} --resume {resume} --max_iterations N")
+        return "no iteration completed, nothing to save"
+    path = Path(log_dir) / f"model_{it}.pt"
+    runner.save_remembered(str(path))
+    try:
+        runner.logger.stop_logging_writer()           # flush TensorBoard
+    except Exception:
+        pass
+    return (f"saved {path} (iteration {it}); continue with: torchrun ... train.py -e {exp_name} "
+            f"--resume {path} --max_iterations N")
+
+
 def _to_cpu(obj):
     """A copy of nested state dicts with every tensor copied to the CPU."""
     if isinstance(obj, torch.Tensor):

@@ -99,7 +99,7 @@ def test_rank_whose_env_raises_is_named_and_resume_continued(raised):
 def test_remembered_iteration_is_a_copy_that_saves_as_a_checkpoint(tmp_path):
     """What rank 0 saves after a peer died mid-update is the iteration it remembered, not the
     half-updated live weights and optimizer state; the file is a checkpoint --resume reads."""
-    from bridge.runner import Go2Runner, ppo_train_cfg, read_checkpoint
+    from bridge.runner import Go2Runner, keep_last_iteration, ppo_train_cfg, read_checkpoint
     from bridge.vec_env import Go2VecEnv
     from mjx_env.env import Go2Env
 
@@ -114,12 +114,18 @@ def test_remembered_iteration_is_a_copy_that_saves_as_a_checkpoint(tmp_path):
             runner.alg.optimizer.step()
         step()
         runner.current_learning_iteration = 7
+        assert keep_last_iteration(runner, tmp_path, "dist", None) == "no iteration completed, nothing to save"
+        assert keep_last_iteration(runner, tmp_path, "dist", "m.pt") == (
+            "no iteration completed since m.pt; continue with: torchrun ... train.py -e dist --resume m.pt "
+            "--max_iterations N")
         runner.remember_iteration()
         actor = {k: v.clone() for k, v in runner.alg.actor.state_dict().items()}
         moments = [runner.alg.optimizer.state[p]["exp_avg"].clone() for p in params]
         step()                                        # the next update, cut short by a dead peer
         assert not torch.equal(runner.alg.actor.state_dict()["mlp.0.weight"], actor["mlp.0.weight"])
-        assert runner.save_remembered(str(tmp_path / "model_7.pt")) == 7
+        assert keep_last_iteration(runner, tmp_path, "dist", None) == (
+            f"saved {tmp_path / 'model_7.pt'} (iteration 7); continue with: torchrun ... train.py -e dist "
+            f"--resume {tmp_path / 'model_7.pt'} --max_iterations N")
     finally:
         env.close()
     saved = read_checkpoint(tmp_path / "model_7.pt", 48, 52, 12)
