@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import mjx_env  # noqa: F401
-from demos import FORMAT_VERSION, STEP_FIELDS, convert, load_dataset, merge, write  # noqa: F401 (load_dataset: re-exported)
+from demos import FORMAT_VERSION, STEP_FIELDS, convert, load_dataset, merge, part_name, write  # noqa: F401 (load_dataset: re-exported)
 from demos.npz import state_names
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
@@ -156,6 +158,8 @@ def collect(args) -> dict:
                 dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
                 configs=configs, joint_names=list(JOINT_NAMES), state_names=state_names(go2.mj_model),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
+    if getattr(args, "part_of", None):                   # a rank's part under torchrun (collect_on_ranks)
+        meta["part_of"] = json.dumps(args.part_of)
     write(out, steps, episode_arrays, meta)
     return {"episodes": len(episodes), "steps": int(lengths.sum()), "falls": int(sum(e[3] for e in episodes)),
             "seconds": time.time() - t0, "out": str(out)}
@@ -164,29 +168,52 @@ def collect(args) -> dict:
 # ---- several ranks (torchrun) and parts (array jobs) ---------------------------------------------
 def collect_on_ranks(args, group) -> dict:
     """Under torchrun: rank r collects its share of the episodes with seed + r into a part file
-    beside --out (a folder every rank can write); rank 0 merges the parts into --out."""
+    beside --out (a folder every rank can write); rank 0 merges the parts into --out. If a rank
+    dies or fails, the parts already written stay (Group.fail; rank 0 names them)."""
     out, world = Path(args.out), group.world_size
     base, extra = divmod(args.episodes, world)
     count, first = base + (group.rank < extra), group.rank * base + min(group.rank, extra)
-    parts = [out.with_name(f".{out.name}.part{r}of{world}.h5") for r in range(world)]
+    parts = [part_name(out, r, world) for r in range(world)]
+    from bridge.distributed import Stopped
+    group.rescue = lambda: kept_parts(parts)
+    written = [False]
+
+    def on_sigterm(signum, frame):              # after the part is written: stay to report on it
+        if not written[0]:
+            raise Stopped("stopped by SIGTERM before its part was written")
+    signal.signal(signal.SIGTERM, on_sigterm)
     error = None
     try:
         if count < 1:
             raise UserError(f"--episodes {args.episodes} leaves rank {group.rank} of {world} without an episode: "
                             "ask for at least one episode per rank")
         collect(argparse.Namespace(**{**vars(args), "episodes": count, "seed": args.seed + group.rank,
-                                      "first_episode": first, "out": str(parts[group.rank])}))
+                                      "first_episode": first, "out": str(parts[group.rank]),
+                                      "part_of": {"rank": group.rank, "ranks": world, "out": out.name}}))
+        written[0] = True
     except UserError as exc:
         error = exc
     try:
         group.agree(error)                      # every part written, or all stop
-        if not group.is_main:
-            return {"part": str(parts[group.rank]), "episodes": count}
-        return merge(parts, out)
-    finally:
+    except UserError:                           # the ranks agreed to stop: no part is kept
         if group.is_main:
             for p in parts:
                 p.unlink(missing_ok=True)
+        raise
+    if not group.is_main:
+        return {"part": str(parts[group.rank]), "episodes": count}
+    res = merge(parts, out)
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return res
+
+
+def kept_parts(parts) -> str:
+    """Rank 0, when a rank died or failed: which parts are on disk (each loads on its own)."""
+    kept = [p.name for p in parts if p.is_file()]
+    missing = [p.name for p in parts if not p.is_file()]
+    return (f"kept {', '.join(kept) or 'no part'} in {parts[0].parent}; missing {', '.join(missing) or 'none'}; "
+            "run the collection again (merge refuses an incomplete set)")
 
 
 def parse_args(argv=None):
@@ -223,6 +250,10 @@ def main(argv=None) -> int:
     except UserError as exc:
         group.report("collect_trajectories.py", exc)
         return 2
+    except Exception as exc:                    # torchrun: a rank failed or died (Group.fail)
+        if not group.started:
+            raise
+        return group.fail("collect_trajectories.py", exc)
     finally:
         group.close()
     if "part" in res:

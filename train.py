@@ -133,18 +133,27 @@ class StopRequested(Exception):
     pass
 
 
-def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True) -> None:
+def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True, peer_failed=None) -> None:
     """First Ctrl-C / SIGTERM: finish this iteration, save, exit. Second: stop at once.
     Under torchrun a Ctrl-C reaches each rank twice (from the terminal and forwarded by torchrun),
-    so repeats are ignored there; torchrun kills the ranks after its --shutdown_timeout."""
+    so repeats are ignored there; torchrun kills the ranks after its --shutdown_timeout. There a
+    SIGTERM is also how torchrun stops the ranks left when one died: it is not announced, and if
+    peer_failed() says a rank died, this rank stops now (Group.fail saves; an iteration may outlast
+    --shutdown_timeout)."""
     def handler(signum, frame):
+        if signum == signal.SIGTERM and peer_failed is not None and peer_failed():
+            from bridge.distributed import Stopped
+            raise Stopped("stopped by SIGTERM")
         if state["stop"]:
             if not repeat_stops_at_once:
                 return
             raise KeyboardInterrupt
         state["stop"] = signal.Signals(signum).name
-        print(f"\n[train] {state['stop']} received: saving after the current iteration "
-              "(send it again to stop at once, without saving)", flush=True)
+        if repeat_stops_at_once:
+            print(f"\n[train] {state['stop']} received: saving after the current iteration "
+                  "(send it again to stop at once, without saving)", flush=True)
+        elif signum == signal.SIGINT:
+            print(f"\n[train] {state['stop']} received: saving after the current iteration", flush=True)
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
@@ -236,6 +245,9 @@ def run(args, group: Group) -> int:
         train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
         os.environ.setdefault("WANDB_DIR", str(log_dir))
     group.agree()         # every rank passed its checks (or all stop; see main)
+    runner = None         # if a rank fails or dies from here on, rank 0 keeps its last complete iteration
+    from bridge.runner import keep_last_iteration
+    group.rescue = lambda: keep_last_iteration(runner, log_dir, args.exp_name, args.resume)
 
     seed = args.seed + group.rank                     # each rank its own env stream
     torch.manual_seed(seed)
@@ -282,11 +294,16 @@ def run(args, group: Group) -> int:
 
     rss_start = resident_mib()
     stop = {"stop": None}
-    install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed)
+    install_stop_handlers(stop, repeat_stops_at_once=not group.is_distributed,
+                          peer_failed=group.peer_failed if group.is_distributed else None)
 
     def after_iteration():
         if anneal is not None:                        # the next iteration's noise
             anneal.apply(runner.current_learning_iteration + 1)
+        if group.is_distributed:                      # what rank 0 saves if a rank dies in the next one
+            if group.is_main:
+                runner.remember_iteration()
+            group.in_step_now()
         if group.any(stop["stop"] is not None):    # all ranks stop after the same iteration
             raise StopRequested
     runner.logger.after_log.append(after_iteration)
@@ -325,6 +342,10 @@ def main(argv=None) -> int:
     except UserError as exc:                  # one line, from one rank; every rank stops
         group.report("train.py", exc)
         return 2
+    except Exception as exc:                  # torchrun: a rank failed or died later (Group.fail)
+        if not group.started:
+            raise
+        return group.fail("train.py", exc)
     finally:
         group.close()
 

@@ -6,7 +6,10 @@ rank 0 and averages the gradients (bridge.runner.Go2Runner). The process group s
 tensors through NCCL and CPU tensors through gloo, so the same code runs on a CPU (gloo only).
 
 The decisions every rank must take together go through here: whether any rank failed its checks
-(then all stop, and one line names the problem) and whether any rank was asked to stop.
+(then all stop, and one line names the problem) and whether any rank was asked to stop. So does what
+happens when a rank dies or fails later, when no collective can vote any more (Group.fail): the
+failing rank posts its reason in torchrun's key-value store, rank 0 keeps the last complete work
+(Group.rescue) and prints one line naming the rank; the other ranks exit quietly.
 """
 from __future__ import annotations
 
@@ -14,13 +17,76 @@ import contextlib
 import datetime
 import io
 import os
+import socket
 import sys
+import traceback
 
-from mjx_env.errors import UserError
+from mjx_env.errors import UserError, first_line
 
 # A collective that waits longer than this raises instead of hanging (a rank that died, a node
 # that lost the network). Generous: a rank may wait for another's first JAX compilation.
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("GO2_DIST_TIMEOUT_S", 1800)))
+
+# Once the ranks are in step (after the first training iteration), a collective waits at most this long.
+# NCCL does not notice a dead peer on its own (its kernel waits for ever), and torchrun stops the other
+# ranks of a node with SIGTERM and kills them --shutdown_timeout (30 s) later: 20 s leaves rank 0 time
+# to save. gloo notices a closed connection at once, so on CPU ranks the timeout only catches a node
+# that vanished from the network, and rank speeds may drift apart more: 300 s.
+def step_timeout(nccl: bool) -> datetime.timedelta:
+    return datetime.timedelta(seconds=float(os.environ.get("GO2_DIST_STEP_TIMEOUT_S", 20 if nccl else 300)))
+
+
+# With these, a failed or timed-out NCCL collective raises in the Python thread that waits for it
+# (blocking wait) and only its communicators are aborted (mode 2): torch's default (3) tears the
+# process down from the watchdog thread, before rank 0 could save. Set unless the user set them.
+NCCL_ENV = {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+
+# How gloo and NCCL word a collective that failed because a peer is gone (they raise RuntimeError).
+PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out", "timeout",
+             "nccl communicator was aborted", "nccl error", "remote process exited", "socket closed")
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Did a collective fail because another rank is gone (dead, hung, or its node lost)?"""
+    import torch.distributed as dist
+    if isinstance(exc, dist.DistError):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc).lower() for s in PEER_LOST)
+
+
+def where_raised(exc: BaseException) -> str:
+    """'file.py:123', the innermost frame of an exception (one line instead of the traceback)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    path = os.path.abspath(frames[-1].filename)
+    if path.startswith(os.getcwd() + os.sep):
+        path = os.path.relpath(path)
+    return f"{path}:{frames[-1].lineno}"
+
+
+def pid_space() -> str:
+    """Where this process's pid means something: the machine's boot id and its pid namespace
+    (Linux; hostnames can repeat across containers). Processes with the same pid space can be checked."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{f.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+def process_ended(pid: int) -> bool:
+    """The process is gone or a zombie (killed, not yet reaped by torchrun). Linux /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+class Stopped(Exception):
+    """A signal stopped this rank before its work was safe (torchrun sends SIGTERM to the ranks left
+    when one died): Group.fail names the rank that died, if it can be known."""
 
 
 class OtherRankFailed(UserError):
@@ -33,6 +99,11 @@ class Group:
     def __init__(self, rank: int = 0, local_rank: int = 0, world_size: int = 1):
         self.rank, self.local_rank, self.world_size = rank, local_rank, world_size
         self.agreed = False          # the ranks have voted on their checks (see agree)
+        self.nccl = False
+        self.broken = False          # a collective failed: the group cannot be used or destroyed cleanly
+        self.in_step = False         # the step timeout is in force (see in_step_now)
+        # rank 0, when a rank failed or was lost: keeps what it can and returns the rest of the line
+        self.rescue = None
 
     @classmethod
     def from_env(cls) -> "Group":
@@ -69,12 +140,27 @@ class Group:
             return
         import torch
         import torch.distributed as dist
-        nccl = torch.cuda.is_available() and dist.is_nccl_available()
-        dist.init_process_group("cpu:gloo,cuda:nccl" if nccl else "gloo", rank=self.rank,
+        self.nccl = torch.cuda.is_available() and dist.is_nccl_available()
+        if self.nccl:
+            for k, v in NCCL_ENV.items():
+                os.environ.setdefault(k, v)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if self.nccl else "gloo", rank=self.rank,
                                 world_size=self.world_size, timeout=TIMEOUT)
+        # Where this rank runs, so that rank 0 can tell later which of its node's ranks died.
+        self._store_set(f"go2/proc/{self.rank}", f"{pid_space()} {os.getpid()}")
+
+    def in_step_now(self) -> None:
+        """The ranks are in step (every rank compiled and ran an iteration): from now on a collective
+        waits at most step_timeout(), so that a dead or hung peer surfaces as an error in time."""
+        if self.in_step or not self.started:
+            return
+        self.in_step = True
+        from torch.distributed import distributed_c10d as c10d
+        if hasattr(c10d, "_set_pg_timeout"):          # torch >= 2.3
+            c10d._set_pg_timeout(step_timeout(self.nccl))
 
     def close(self) -> None:
-        if self.started:
+        if self.started and not self.broken:
             import torch.distributed as dist
             dist.destroy_process_group()
 
@@ -122,6 +208,90 @@ class Group:
             return
         where = f"({self}) " if self.is_distributed else ""
         print(f"{prog}: error: {where}{exc}", flush=True, file=sys.stderr)
+
+    # ---- a rank that fails or dies after the checks ----------------------------------------------
+    def _store(self):
+        from torch.distributed import distributed_c10d as c10d
+        try:
+            store = c10d._get_default_store()
+            store.set_timeout(datetime.timedelta(seconds=10))     # torchrun's agent holds it; never wait long
+            return store
+        except Exception:
+            return None
+
+    def _store_set(self, key: str, value: str) -> None:
+        store = self._store()
+        try:
+            if store is not None:
+                store.set(key, value)
+        except Exception:                                   # the store is gone too: nothing to tell
+            pass
+
+    def _store_get(self, key: str) -> str | None:
+        store = self._store()
+        try:
+            return store.get(key).decode() if store is not None and store.check([key]) else None
+        except Exception:
+            return None
+
+    def culprits(self) -> tuple[str | None, bool]:
+        """Which ranks failed, as far as this rank can know: those that posted their reason, else
+        the ranks of this node whose process has ended and that did not report losing a peer.
+        Also whether some ranks run on other nodes (those cannot be checked)."""
+        failed = [(r, why) for r in range(self.world_size) if r != self.rank
+                  and (why := self._store_get(f"go2/failed/{r}")) is not None]
+        here, gone, remote = pid_space(), [], False
+        for r in range(self.world_size):
+            proc = self._store_get(f"go2/proc/{r}") if r != self.rank else None
+            if proc is None:
+                continue
+            where, pid = proc.rsplit(" ", 1)
+            if where != here:
+                remote = True
+            elif not failed and process_ended(int(pid)) and self._store_get(f"go2/lost/{r}") is None:
+                gone.append(r)
+        if failed:
+            return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed), remote
+        if gone:
+            return "; ".join(f"rank {r} of {self.world_size} died" for r in gone), remote
+        return None, remote
+
+    def peer_failed(self) -> bool:
+        """Has another rank failed or died (as far as culprits can tell)? For a SIGTERM handler:
+        torchrun sends SIGTERM to the ranks left when one died."""
+        return self.started and not self.broken and self.culprits()[0] is not None
+
+    def fail(self, prog: str, exc: BaseException) -> int:
+        """Under torchrun, after the ranks started: this rank failed on its own (exc is its error)
+        or lost a peer (exc is the failed collective). The failing rank posts its reason; rank 0
+        keeps what it can (rescue) and prints one line; the others exit quietly. Returns the exit code.
+        (Without torchrun the caller lets the error go, with its traceback, as before.)"""
+        self.broken = True
+        lost = is_peer_loss(exc) or isinstance(exc, Stopped)
+        if lost:
+            self._store_set(f"go2/lost/{self.rank}", "")
+        else:
+            at = where_raised(exc) if not isinstance(exc, UserError) else ""
+            why = f"{type(exc).__name__}: {first_line(exc)}" if not isinstance(exc, UserError) else str(exc)
+            why += f", at {at}" if at else ""
+            self._store_set(f"go2/failed/{self.rank}", why)
+            what = f"rank {self.rank} of {self.world_size} failed ({why})"
+        if not self.is_main:
+            return 1
+        if lost:
+            what, remote = self.culprits()
+            if what is None and isinstance(exc, Stopped):
+                what = f"rank {self.rank} of {self.world_size} {exc}"
+            elif what is None and any(s in str(exc).lower() for s in ("timed out", "timeout")):
+                what = "another rank stopped answering (a collective timed out)"
+            elif what is None:
+                what = "a rank on another node is gone" if remote else "another rank is gone"
+        try:
+            kept = self.rescue() if self.rescue is not None else ""
+        except Exception as save_exc:            # say so, still in one line
+            kept = f"could not save: {type(save_exc).__name__}: {first_line(save_exc)}"
+        print(f"{prog}: error: {what}{'; ' + kept if kept else ''}", flush=True, file=sys.stderr)
+        return 1
 
     def quiet_unless_main(self):
         """Argument parsing: torchrun gives every rank the same flags; say it once (rank 0)."""

@@ -94,6 +94,8 @@ class DeviceLogger(Logger):
 
 
 class Go2Runner(OnPolicyRunner):
+    remembered = None            # see remember_iteration
+
     def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu", actor_inputs=None):
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
         self.actor_inputs = actor_inputs      # bridge.policy.ActorInputs, recorded in every checkpoint
@@ -124,15 +126,65 @@ class Go2Runner(OnPolicyRunner):
         if self.device != "cpu":
             torch.cuda.set_device(self.gpu_local_rank)        # NCCL works on the current device
 
-    def save(self, path: str, infos=None) -> None:
-        # OnPolicyRunner.save would hand the temporary file to W&B (which links, then loses it):
-        # write atomically, then upload the final path.
+    def remember_iteration(self) -> None:
+        """Keep a CPU copy of what a checkpoint of the iteration just completed holds. Under
+        torchrun a peer may die in the middle of the next update, when the live weights are
+        half-updated; rank 0 then saves this copy (save_remembered). On a GPU it costs one
+        device-to-host copy of the networks and optimizer state per iteration."""
+        self.remembered = _to_cpu(self.checkpoint())
+
+    def save_remembered(self, path: str) -> int | None:
+        """Write the last remembered iteration (atomically); its number, or None if there is none."""
+        saved = self.remembered
+        if saved is None:
+            return None
+        atomic_write(path, lambda tmp: torch.save(saved, tmp))
+        return saved["iter"]
+
+    def checkpoint(self, infos=None) -> dict:
+        """What a checkpoint holds: rsl_rl's models and optimizer, the iteration, the actor's inputs."""
         saved = self.alg.save()
         saved.update(iter=self.current_learning_iteration, infos=infos)
         if self.actor_inputs is not None:
             saved["actor_inputs"] = dataclasses.asdict(self.actor_inputs)
+        return saved
+
+    def save(self, path: str, infos=None) -> None:
+        # OnPolicyRunner.save would hand the temporary file to W&B (which links, then loses it):
+        # write atomically, then upload the final path.
+        saved = self.checkpoint(infos)
         atomic_write(path, lambda tmp: torch.save(saved, tmp))
         self.logger.save_model(path, self.current_learning_iteration)
+
+
+def keep_last_iteration(runner: Go2Runner | None, log_dir: Path, exp_name: str, resume: str | None) -> str:
+    """Under torchrun, rank 0 when a rank failed or died: save the last complete iteration and say
+    how to continue (the end of bridge.distributed.Group.fail's one line)."""
+    it = runner.remembered["iter"] if runner is not None and runner.remembered is not None else None
+    if it is None:
+        if resume:
+            return (f"no iteration completed since {resume}; continue with: torchrun ... train.py "
+                    f"-e {exp_name} --resume {resume} --max_iterations N")
+        return "no iteration completed, nothing to save"
+    path = Path(log_dir) / f"model_{it}.pt"
+    runner.save_remembered(str(path))
+    try:
+        runner.logger.stop_logging_writer()           # flush TensorBoard
+    except Exception:
+        pass
+    return (f"saved {path} (iteration {it}); continue with: torchrun ... train.py -e {exp_name} "
+            f"--resume {path} --max_iterations N")
+
+
+def _to_cpu(obj):
+    """A copy of nested state dicts with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> dict:

@@ -41,6 +41,7 @@ def merge(paths, out) -> dict:
         if Path(p).is_file() and not h5py.is_hdf5(p):
             raise UserError(f"{p} is not an HDF5 file: merge reads parts written by collect_trajectories.py --out *.h5")
     parts = [load_dataset(p) for p in paths]
+    missing_parts(paths, parts)
     ref = parts[0].meta
     seeds = {}
     for path, ds in zip(paths, parts):
@@ -59,9 +60,31 @@ def merge(paths, out) -> dict:
     episodes["start"] = np.concatenate([ds.episodes["start"] + o for ds, o in zip(parts, offsets)]).astype(np.int64)
     meta = dict(ref, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 merged_from=json.dumps([Path(p).name for p in paths]))
+    meta.pop("part_of", None)
     write(out, steps, episodes, meta)
     return {"episodes": int(sum(len(ds) for ds in parts)), "steps": int(offsets[-1]),
             "falls": int(episodes["fell"].sum()), "out": str(out)}
+
+
+def part_name(out: Path, rank: int, world: int) -> Path:
+    """Where rank `rank` of a torchrun collection into `out` writes its part."""
+    return out.with_name(f".{out.name}.part{rank}of{world}.h5")
+
+
+def missing_parts(paths, parts) -> None:
+    """The parts a torchrun collection wrote carry part_of (rank, ranks, out): refuse to merge some
+    of them without the others, naming the first one missing."""
+    given = {}
+    for path, ds in zip(paths, parts):
+        if "part_of" in ds.meta:
+            p = json.loads(ds.meta["part_of"])
+            given.setdefault((p["out"], p["ranks"]), (Path(path), set()))[1].add(p["rank"])
+    for (out, world), (path, ranks) in given.items():
+        missing = sorted(set(range(world)) - ranks)
+        if missing:
+            name = path.with_name(part_name(Path(out), missing[0], world).name)
+            raise UserError(f"{name} is missing: it is rank {missing[0]}'s part of {out} from {world} ranks "
+                            f"({len(missing)} of {world} missing); run the torchrun collection again")
 
 
 def convert(h5_path, out) -> dict:

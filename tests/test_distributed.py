@@ -20,11 +20,12 @@ DRIVER = REPO / "tests" / "dist_driver.py"
 TRAIN = ["--device", "cpu", "--backend", "mujoco", "--num_envs", "16", "--exp_name", "dist"]
 
 
-def torchrun(out: Path, tool: str, *args, env=None, timeout=900, wait=True):
+def torchrun(out: Path, tool: str, *args, env=None, timeout=900, wait=True, launcher=()):
     """Two ranks on this machine. Generous timeouts (a loaded 2-core machine starts a rank in
-    minutes); gloo gives up on a lost peer after GO2_DIST_TIMEOUT_S, nothing waits forever."""
+    minutes); gloo gives up on a lost peer after GO2_DIST_TIMEOUT_S, nothing waits forever.
+    `launcher`: more torchrun flags (e.g. --redirects, to read each rank's output on its own)."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *launcher,
            str(DRIVER), str(out), tool, *args]
     env = dict(os.environ, PYTHONPATH=str(REPO), GO2_DIST_TIMEOUT_S="600", **(env or {}))
     if not wait:
