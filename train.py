@@ -66,6 +66,8 @@ def parse_args(argv=None):
                         "value (the policy is deployed noise-free; see the README)")
     p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
                    help="start the actor (not the critic or optimizer) from a checkpoint or exported actor")
+    p.add_argument("--clip-actions", "--clip_actions", dest="clip_actions", type=float, default=None, metavar="A",
+                   help="clip every policy action to ±A before the action scale (default: EnvConfig's 100)")
     return p.parse_args(argv)
 
 
@@ -81,6 +83,8 @@ def task_config(args):
         command["jumps_enabled"] = True
     if command:
         cfg = cfg.replace(command=dataclasses.replace(cfg.command, **command))
+    if args.clip_actions is not None:
+        cfg = cfg.replace(env=dataclasses.replace(cfg.env, clip_actions=args.clip_actions))
     if args.randomize or args.obs_noise:
         cfg = cfg.replace(randomization=dataclasses.replace(
             cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))
