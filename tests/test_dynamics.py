@@ -263,10 +263,10 @@ def test_phi_equals_rollout(walk, dyn):
     np.testing.assert_array_equal(X_last[:, :H], X[:, :H])
     assert float(jnp.max(jnp.abs(X_last[:, H] - X[:, H]))) > 1e-3
     # the walk was recorded with C MuJoCo: Φ (MJX, float32) reproduces it within the backends' parity
+    # bounds (measured: qpos 6.0e-7, qvel 2.2e-5)
     x, _, _ = walk
     err = np.abs(np.asarray(X) - x[:, 30:30 + H + 1]).max(axis=(0, 1))
-    print(f"phi against the recorded walk (H = {H}): qpos {err[:19].max():.2e}, qvel {err[19:].max():.2e}")
-    assert err[:19].max() <= 1e-3 and err[19:].max() <= 5e-2, (err[:19].max(), err[19:].max())
+    assert err[:19].max() <= 1e-4 and err[19:].max() <= 5e-3, (err[:19].max(), err[19:].max())
 
 
 def test_phi_is_a_static_jit_argument(walk, dyn):
