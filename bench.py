@@ -364,8 +364,16 @@ def bench_phi(args, devices) -> list:
     TorchDynamics' backward runs). Programs are compiled ahead of time (compile time apart); memory
     is XLA's buffer plan of each program (arguments + outputs + temporaries) and the process's peak
     resident set so far. Samples of the two are interleaved; the ratio is taken within each round.
+
+    Compile times, side by side: "cold" compiles into a fresh persistent compilation cache (what the
+    first run on a machine pays: Φ turns the cache on by default), "cached" compiles the same programs
+    again after jax.clear_caches() (what every later process pays: loaded from the cache). The cached
+    programs' values and gradients are checked equal to the cold ones, bit for bit.
     """
     import resource
+    import tempfile
+
+    from jax.experimental.compilation_cache import compilation_cache
 
     import jax
     import jax.numpy as jnp
@@ -375,6 +383,9 @@ def bench_phi(args, devices) -> list:
     from mjx_env.dynamics import Go2Dynamics
     from mjx_env.env import Go2Env
 
+    cache_dir = tempfile.mkdtemp(prefix="phi_cache_")          # cold: nothing cached yet
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    compilation_cache.reset_cache()
     cfg = TaskConfig()
     dyn = Go2Dynamics(cfg=cfg, device=devices.jax)
     # Standing robots (settled for 25 steps) with small random actions: feet stay in contact.
@@ -406,6 +417,17 @@ def bench_phi(args, devices) -> list:
             t1 = time.perf_counter()
             vjp, pull = dyn.compile_vjp(x0, u_prev, U, W)
             t2 = time.perf_counter()
+            # the same programs from the persistent cache, as a new process would get them
+            jax.clear_caches()
+            t3 = time.perf_counter()
+            fwd_c = dyn.compile_forward(x0, u_prev, U)
+            t4 = time.perf_counter()
+            vjp_c, pull_c = dyn.compile_vjp(x0, u_prev, U, W)
+            t5 = time.perf_counter()
+            same = (bool(jnp.array_equal(fwd(x0, u_prev, U), fwd_c(x0, u_prev, U)))
+                    and all(bool(jnp.array_equal(a, b)) for a, b in
+                            zip(pull(vjp(x0, u_prev, U)[1], W), pull_c(vjp_c(x0, u_prev, U)[1], W))))
+            del fwd_c, vjp_c, pull_c
             # compiled ahead of time: no warm-up call needed (warm=True)
             layers = {"forward": Layer("forward", lambda: fwd(x0, u_prev, U), lambda o: _sync(devices, o), True),
                       "forward_backward": Layer("forward_backward", lambda: pull(vjp(x0, u_prev, U)[1], W),
@@ -416,6 +438,8 @@ def bench_phi(args, devices) -> list:
                                           warmup=False, min_reps=1))
             ratio = summary([b / f for f, b in zip(secs["forward"], secs["forward_backward"])])
             r = {"B": B, "H": H, "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
+                 "compile_cached_s": {"forward": t4 - t3, "forward_backward": t5 - t4},
+                 "cached_values_and_gradients_equal": same,
                  "ratio_fwd_bwd_to_fwd": ratio["median"], "ratio_min": ratio["min"], "ratio_max": ratio["max"],
                  "memory_bytes": {"forward": mem(fwd), "forward_backward_vjp": mem(vjp),
                                   "forward_backward_pullback": mem(pull)},
@@ -427,6 +451,8 @@ def bench_phi(args, devices) -> list:
             out.append(r)
             print(phi_table([r]), flush=True)
     env.close()
+    import shutil
+    shutil.rmtree(cache_dir, ignore_errors=True)
     return out
 
 
@@ -441,7 +467,9 @@ def phi_table(results) -> str:
                     f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]; XLA memory fwd {mb(m['forward'])}, "
                     f"vjp {mb(m['forward_backward_vjp'])}, pullback {mb(m['forward_backward_pullback'])}; "
                     f"peak RSS {r['peak_rss_mb_so_far']:,.0f} MB; compile {r['compile_s']['forward']:.0f} s + "
-                    f"{r['compile_s']['forward_backward']:.0f} s")
+                    f"{r['compile_s']['forward_backward']:.0f} s cold, {r['compile_cached_s']['forward']:.1f} s + "
+                    f"{r['compile_cached_s']['forward_backward']:.1f} s cached (values and gradients "
+                    f"{'equal' if r['cached_values_and_gradients_equal'] else 'DIFFER'})")
     return "\n".join(rows)
 
 

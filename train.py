@@ -66,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--tracking-sigma", "--tracking_sigma", dest="tracking_sigma", type=float, default=None,
                    help="width of the velocity-tracking rewards exp(-err^2 / sigma) (seed: 0.25); smaller pays "
                         "for precise tracking (README: the shipped policy)")
+    p.add_argument("--clip-actions", "--clip_actions", dest="clip_actions", type=float, default=None, metavar="A",
+                   help="clip every policy action to ±A before the action scale (default: EnvConfig's 100)")
     add_actor_inputs(p)
     return p.parse_args(argv)
 
@@ -93,6 +95,8 @@ def task_config(args):
         command["jumps_enabled"] = True
     if command:
         cfg = cfg.replace(command=dataclasses.replace(cfg.command, **command))
+    if args.clip_actions is not None:
+        cfg = cfg.replace(env=dataclasses.replace(cfg.env, clip_actions=args.clip_actions))
     if args.randomize or args.obs_noise:
         cfg = cfg.replace(randomization=dataclasses.replace(
             cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))

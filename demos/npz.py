@@ -14,21 +14,28 @@ which action t was taken, as in the HDF5):
                              order. `conditioning_names` names them.
   actions        (T, 12)     raw policy actions (clipped, before the action scale), policy order
   last_actions   (T, 12)     the action before row t: with the env's one-step latency it sets the PD
-                             targets of step t (zero at an episode's start)
+                             targets of step t (zero at an episode's start). These are the APPLIED
+                             actions, DynaFlow's U: Go2Dynamics.phi(states[t], last_actions[t:t+H])
+                             gives states[t:t+H+1]
+  applied_actions (T, 12)    the same arrays as last_actions, under the name a DynaFlow client looks for
   commands       (T, 5)      vx, vy, yaw rate, height, jump
 Per file: episode_lengths (E,) int64, fell (E,) bool, with --randomize dr_<draw> (E, ...) the episode's
 physics draws (Φ, built on the nominal model, does not replay such episodes); dt, sim_dt, substeps, action_scale, clip_actions,
 simulate_action_latency, kp, kd, torque_limits (12,), default_joint_pos (12,), joint_names (12,),
 state_names, conditioning_names, conditioning_joint_pos ("absolute"), model_path, model_sha256,
-checkpoint_sha256, backend, configs (JSON of every task config), format, format_version.
+checkpoint_sha256, backend, configs (JSON of every task config), format, format_version;
+applied_action_min, _max, _mean, _std (12,) float64: per joint (policy order), over every row of every
+episode's applied actions, the range a DynaFlow model must be able to produce (applied_action_stats).
+The applied_* keys were added to format_version 1 without a bump: they are new keys only, every
+earlier key is unchanged, so v1 readers read these files as before.
 
 Loading needs nothing but numpy. The per-episode arrays are numpy object arrays (episodes differ in
 length; this is the layout DynaFlow's loader expects), stored pickled, so they need
 `np.load(path, allow_pickle=True)`; the pickles hold plain float32 ndarrays only. Every per-file key
 loads with allow_pickle=False.
 
-A window for Φ: x0 = states[e][t], u_prev = last_actions[e][t], U = actions[e][t:t+H] reproduce
-states[e][t:t+H+1].
+A window for Φ: x0 = states[e][t] and U = applied_actions[e][t:t+H] give states[e][t:t+H+1] through
+Go2Dynamics.phi(x0, U); in the env's form, rollout(x0, last_actions[e][t], actions[e][t:t+H]).
 """
 from __future__ import annotations
 
@@ -38,7 +45,7 @@ import numpy as np
 
 FORMAT = "go2-dynaflow-npz"
 FORMAT_VERSION = 1
-PER_EPISODE = ("states", "conditionings", "actions", "last_actions", "commands")
+PER_EPISODE = ("states", "conditionings", "actions", "last_actions", "applied_actions", "commands")
 
 
 def conditioning_names(joint_names) -> list:
@@ -84,6 +91,16 @@ def conditionings(steps: dict) -> np.ndarray:
                           axis=1).astype(np.float32)
 
 
+def applied_action_stats(applied) -> dict:
+    """Per-joint min, max, mean and std (12,) of the applied actions over every row of every episode.
+
+    `applied`: the episodes' applied actions (last_actions), (T_e, 12) each. A bounded model output
+    y in [-1, 1] (tanh) reaches them as U = (max + min) / 2 + y (max - min) / 2 (README)."""
+    a = np.concatenate([np.asarray(x, np.float64) for x in applied], axis=0)
+    return dict(applied_action_min=a.min(0), applied_action_max=a.max(0),
+                applied_action_mean=a.mean(0), applied_action_std=a.std(0))
+
+
 def ragged(arrays) -> np.ndarray:
     """A 1-D object array of arrays. np.array(list, dtype=object) would make a 3-D array of scalars
     when every episode has the same length, which DynaFlow's loader would misread."""
@@ -113,6 +130,8 @@ def npz_arrays(steps: dict, episodes: dict, meta: dict) -> dict:
     names = meta.get("state_names") or [f"qpos[{i}]" for i in range(steps["qpos"].shape[1])] \
         + [f"qvel[{i}]" for i in range(steps["qvel"].shape[1])]
     out = {k: ragged([v[c] for c in cuts]) for k, v in per_step.items()}
+    out["applied_actions"] = out["last_actions"]       # an alias: the same arrays under DynaFlow's name
+    out.update(applied_action_stats(out["last_actions"]))
     # the physics each episode ran with under --randomize: Φ with the nominal model does not replay those
     out.update({k: np.asarray(v) for k, v in episodes.items() if k.startswith("dr_")})
     out.update(

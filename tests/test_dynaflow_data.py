@@ -217,3 +217,53 @@ def test_randomization_draws_reach_the_npz():
     np.testing.assert_array_equal(z["dr_friction"], np.float32([0.6, 1.2]))
     assert [len(s) for s in z["states"]] == [3, 2] and z["episode_lengths"].tolist() == [3, 2]
     assert "dr_friction" not in dynaflow_data.PER_EPISODE and "start" not in z
+
+
+# ---- the applied actions: DynaFlow's U, their alias and their range ------------------------------------
+def test_applied_action_statistics_by_hand(files):
+    z = np.load(files / "demos.npz", allow_pickle=True)
+    assert int(z["format_version"]) == 1                     # additive keys: v1 readers are unaffected
+    for e in range(len(z["states"])):                         # the alias is the latency buffer, row for row
+        np.testing.assert_array_equal(z["applied_actions"][e], z["last_actions"][e])
+    rows = [r for ep in z["last_actions"] for r in ep.tolist()]   # every row of every episode, in Python
+    assert len(rows) == 100
+    for j in range(12):
+        col = [r[j] for r in rows]
+        mean = sum(col) / len(col)
+        std = (sum((c - mean) ** 2 for c in col) / len(col)) ** 0.5
+        assert z["applied_action_min"][j] == min(col) and z["applied_action_max"][j] == max(col)
+        assert abs(z["applied_action_mean"][j] - mean) <= 1e-12 and abs(z["applied_action_std"][j] - std) <= 1e-12
+    assert z["applied_action_min"].dtype == np.float64 and z["applied_action_std"].shape == (12,)
+    # the walking policy's actions leave ±1 (the range a tanh output would need to be mapped onto)
+    assert (z["applied_action_max"] - z["applied_action_min"]).max() > 1.0
+    # a hand-made pair of episodes: joint 0 holds 1, 3 | -2 (the zero start row is an action too)
+    a = dynaflow_data.applied_action_stats([np.float32([[1] * 12, [3] * 12]), np.float32([[-2] * 12])])
+    assert a["applied_action_min"][0] == -2 and a["applied_action_max"][5] == 3
+    np.testing.assert_allclose(a["applied_action_mean"], 2 / 3, rtol=1e-15)
+    np.testing.assert_allclose(a["applied_action_std"], (((1 / 3) ** 2 + (7 / 3) ** 2 + (8 / 3) ** 2) / 3) ** 0.5,
+                               rtol=1e-15)
+
+
+def replay_phi(phi, path):
+    """Φ in DynaFlow's form on the file's windows: x0 = states[t], U = applied_actions[t:t+H].
+    Returns the abs error against the recorded states (max over windows and steps, (37,)) after checking
+    that it is the env-form rollout's result, bit for bit."""
+    z = np.load(path, allow_pickle=True)
+    x0, U, X, u_prev, acts = [], [], [], [], []
+    for e in range(len(z["states"])):
+        for t in STARTS:
+            x0.append(z["states"][e][t])
+            U.append(z["applied_actions"][e][t:t + H])
+            X.append(z["states"][e][t:t + H + 1])
+            u_prev.append(z["last_actions"][e][t])
+            acts.append(z["actions"][e][t:t + H])
+    got = np.asarray(phi.phi(np.stack(x0), np.stack(U)))
+    np.testing.assert_array_equal(got, phi.rollout(np.stack(x0), np.stack(u_prev), np.stack(acts)))
+    return np.abs(got - np.stack(X)).max(axis=(0, 1))
+
+
+def test_phi_reproduces_the_collections_from_their_applied_actions(phi, mjx_npz, files):
+    err = replay_phi(phi, mjx_npz)
+    assert err.max() <= 1e-4, err
+    err = replay_phi(phi, files / "demos.npz")
+    assert err[:19].max() <= 1e-4 and err[19:].max() <= 5e-3, (err[:19].max(), err[19:].max())

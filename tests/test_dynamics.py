@@ -241,3 +241,71 @@ def test_torch_dynamics_bad_input(walk, dyn):
         phi(x0, u_prev, U[..., :6])
     with pytest.raises(UserError, match="x0 holds NaN or inf"):
         phi(x0 * float("nan"), u_prev, U)
+
+
+# ---- DynaFlow's form: phi(x0, U), U[:, k] applied during step k ---------------------------------------
+def applied(data, start):
+    """x0 and the actions applied during steps start..start+H-1: the latency buffer of each step."""
+    x, last, _ = data
+    return jnp.asarray(x[:, start]), jnp.asarray(last[:, start:start + H])
+
+
+def test_phi_equals_rollout(walk, dyn):
+    """phi(x0, U) = rollout(x0, U[:, 0], U[:, 1:]) on the H states the latter returns, bit for bit, and
+    the env's window (u_prev, actions) gives the same H+1 states as the applied actions (last_action)."""
+    x0, U = applied(walk, 30)
+    X = dyn.phi(x0, U)
+    assert X.shape == (B, H + 1, 37) and X.dtype == jnp.float32
+    np.testing.assert_array_equal(X[:, :H], dyn.rollout(x0, U[:, 0], U[:, 1:]))
+    np.testing.assert_array_equal(X, dyn.rollout(*window(walk, 30)))
+    # U[:, k] drives step k: the last action reaches X[:, H], changing it changes nothing before
+    X_last = dyn.phi(x0, U.at[:, -1].add(0.5))
+    np.testing.assert_array_equal(X_last[:, :H], X[:, :H])
+    assert float(jnp.max(jnp.abs(X_last[:, H] - X[:, H]))) > 1e-3
+    # the walk was recorded with C MuJoCo: Φ (MJX, float32) reproduces it within the backends' parity
+    # bounds (measured: qpos 6.0e-7, qvel 2.2e-5)
+    x, _, _ = walk
+    err = np.abs(np.asarray(X) - x[:, 30:30 + H + 1]).max(axis=(0, 1))
+    assert err[:19].max() <= 1e-4 and err[19:].max() <= 5e-3, (err[:19].max(), err[19:].max())
+
+
+def test_phi_is_a_static_jit_argument(walk, dyn):
+    """A DynaFlow train step takes Φ as a static (x0, U) callable: dyn.phi hashes and compares equal
+    across attribute lookups, so the step compiles once."""
+    assert dyn.phi == dyn.phi and hash(dyn.phi) == hash(dyn.phi) and dyn.phi is not dyn.phi
+    step = jax.jit(lambda phi, x0, U: phi(x0, U)[:, -1], static_argnums=0)
+    x0, U = applied(walk, 30)
+    a = step(dyn.phi, x0, U)
+    b = step(dyn.phi, x0, U + 0.0)
+    assert step._cache_size() == 1
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, dyn.phi(x0, U)[:, -1])
+
+
+def test_phi_bad_input(walk, dyn):
+    x0, U = applied(walk, 30)
+    with pytest.raises(UserError, match=r"Go2Dynamics.phi: U must have shape \(B, H, 12\) = \(2, H >= 1, 12\)"):
+        dyn.phi(x0, U[:1])
+    with pytest.raises(UserError, match="Go2Dynamics.phi: x0 holds NaN or inf"):
+        dyn.phi(x0 * np.nan, U)
+
+
+def test_torch_phi_equals_jax(walk, dyn):
+    """TorchDynamics.phi: the values of Go2Dynamics.phi, and gradients that are the rollout's pullback
+    mapped by hand (U[:, 0] is rollout's u_prev, U[:, k] its U[:, k-1])."""
+    from bridge.dynamics import TorchDynamics
+
+    x0, U = applied(walk, 30)
+    x0_t, U_t = (torch.from_numpy(np.array(a)).requires_grad_() for a in (x0, U))
+    X = TorchDynamics(dyn).phi(x0_t, U_t)
+    np.testing.assert_array_equal(X.detach().numpy(), dyn.phi(x0, U))
+    w = torch.randn(X.shape, generator=torch.Generator().manual_seed(1))
+    (X * w).sum().backward()
+    _, pullback = dyn.rollout_vjp(*dyn.phi_as_rollout(x0, U))
+    x0_bar, u_prev_bar, U_bar = (np.asarray(g) for g in pullback(jnp.asarray(w.numpy())))
+    assert float(np.abs(U_bar[:, -1]).max()) == 0.0         # the padding action reaches no state
+    expected = np.concatenate([u_prev_bar[:, None], U_bar[:, :-1]], axis=1)
+    np.testing.assert_allclose(U_t.grad.numpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(x0_t.grad.numpy(), x0_bar, rtol=1e-6, atol=1e-6 * np.abs(x0_bar).max())
+    with pytest.raises(UserError, match=r"TorchDynamics.phi: x0 \(B, 37\) and U \(B, H >= 1, 12\) expected"):
+        TorchDynamics(dyn).phi(x0_t, U_t[:, :, :6])
