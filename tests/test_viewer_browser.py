@@ -55,23 +55,35 @@ class DevTools:
         try:
             active = Path(profile) / "DevToolsActivePort"
             wait_for(lambda: active.exists() and active.read_text().strip(), 60, "Chromium's DevTools port")
-            port = int(active.read_text().split()[0])
-            pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
-            self.ws_url = next(t for t in pages if t["type"] == "page")["webSocketDebuggerUrl"]
+            self.port = int(active.read_text().split()[0])
+            self.find_page()
         except BaseException:
             self.close()
             raise
         self.id = 0
 
+    def find_page(self):
+        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list"))
+        self.ws_url = next(t for t in pages if t["type"] == "page")["webSocketDebuggerUrl"]
+
     def call(self, method, **params):
+        """One DevTools command; on a loaded machine the connection can drop: ask again (3 tries)."""
+        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
-        self.id += 1
-        with connect(self.ws_url, max_size=2**27) as ws:
-            ws.send(json.dumps({"id": self.id, "method": method, "params": params}))
-            while True:
-                reply = json.loads(ws.recv())
-                if reply.get("id") == self.id:
-                    return reply["result"]
+        for attempt in range(3):
+            self.id += 1
+            try:
+                with connect(self.ws_url, max_size=2**27) as ws:
+                    ws.send(json.dumps({"id": self.id, "method": method, "params": params}))
+                    while True:
+                        reply = json.loads(ws.recv())
+                        if reply.get("id") == self.id:
+                            return reply["result"]
+            except (ConnectionClosed, OSError):
+                if attempt == 2:
+                    raise
+                time.sleep(2)
+                self.find_page()
 
     def text(self) -> str:
         return self.call("Runtime.evaluate", expression="document.body.innerText")["result"].get("value", "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import math
 import signal
 import socket
@@ -174,6 +175,9 @@ class Viewer:
         except ImportError:
             raise UserError('--viewer needs viser: pip install -e ".[viewer]"') from None
         check_bind(args.host, args.port)
+        # A browser's spare connection closed before its first request (Chromium opens some) is logged
+        # by the websockets server as a traceback on stderr: noise for play.py's user.
+        logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
         with contextlib.redirect_stdout(io.StringIO()):     # viser's own banner: play.py's stdout is its metrics
             self.server = viser.ViserServer(host=args.host, port=args.port, verbose=False)
         if args.port and self.server.get_port() != args.port:     # lost a race for the port
