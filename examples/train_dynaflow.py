@@ -96,8 +96,8 @@ class Trainer:
 
         from bridge.dynamics import TorchDynamics
         from mjx_env.config import TaskConfig
+        from demos.npz import env_config
         from mjx_env.dynamics import Go2Dynamics
-        import dynaflow_data
 
         self.args, self.dev, H, B = args, torch.device(args.device), args.horizon, args.batch
         t = lambda a: torch.as_tensor(a, device=self.dev)                                  # noqa: E731
@@ -110,7 +110,7 @@ class Trainer:
         self.mid = (hi + lo) / 2
         self.half = (hi - lo) / 2 * (1 + args.action_margin) + 1e-3
         xml = args.xml_path or str(z["model_path"])
-        self.dyn = Go2Dynamics(xml, TaskConfig(env=dynaflow_data.env_config(z)))
+        self.dyn = Go2Dynamics(xml, TaskConfig(env=env_config(z)))
         self.phi = TorchDynamics(self.dyn).phi
         self.B, self.H = B, H
         self.gen = torch.Generator(device=self.dev).manual_seed(args.seed)
