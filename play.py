@@ -67,7 +67,8 @@ def report(res: dict, args) -> int:
     for k in ("mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error", "mean_abs_height_error",
               "fall_rate", "mean_episode_length_s"):
         print(f"  {k:<26} {res[k]:.4f}")
-    print("  signed v_x bias by command " + ", ".join(f"{b}: {v:+.3f}" for b, v in res["vx_bias_by_command"].items()))
+    if res["vx_bias_by_command"]:              # v_x - command, by commanded v_x, after each command's first second
+        print("  signed v_x bias by command " + ", ".join(f"{b}: {v:+.3f}" for b, v in res["vx_bias_by_command"].items()))
     if "estimator_abs_error_m_s" in res:
         e = res["estimator_abs_error_m_s"]
         print(f"  velocity estimator error   x {e['x']:.4f}, y {e['y']:.4f}, z {e['z']:.4f} m/s")

@@ -162,12 +162,13 @@ def install_stop_handlers(state: dict, repeat_stops_at_once: bool = True, peer_f
     signal.signal(signal.SIGTERM, handler)
 
 
-def init_actor(runner, path, inputs) -> None:
+def init_actor(runner, path, inputs=None) -> None:
     """Load only the actor weights (an exported actor file has nothing else). A one-frame actor
     without an estimator also starts a wider one (bridge.policy.widen_actor)."""
     from bridge.policy import ActorInputs, widen_actor
     from bridge.runner import load_checkpoint_file
     from mjx_env.errors import first_line
+    inputs = inputs or getattr(runner, "actor_inputs", None) or ActorInputs()
     ckpt = load_checkpoint_file(path, "actor")
     if ActorInputs.of(ckpt) != inputs:
         ckpt = dict(ckpt, actor_state_dict=widen_actor(ckpt, runner.alg.actor.state_dict(), inputs))

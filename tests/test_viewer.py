@@ -159,10 +159,10 @@ def test_port_in_use_through_play_is_one_line_exit_2(capsys):
 
 def test_viewer_off_prints_as_before(capsys):
     handler = signal.getsignal(signal.SIGINT)
-    sys.modules.pop("viewer", None)
+    sys.modules.pop("tools.viewer", None)
     assert play.main(["-B", "2", "--duration", "0.1", "--no-progress"]) == 0
     out, err = capsys.readouterr()
-    assert "viewer" not in sys.modules and signal.getsignal(signal.SIGINT) is handler
+    assert "tools.viewer" not in sys.modules and signal.getsignal(signal.SIGINT) is handler
     lines = out.splitlines()
     assert err == "" and len(lines) == 7
     assert lines[0].startswith("model ") and ", 2 envs, 2 episodes, seed 0, commands {" in lines[0]
