@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bridge.policy import ActorInputs
 from test_distributed import TRAIN, stop_torchrun, torchrun, updates, wait_for
 
 # Each rank's stdout and stderr in files of their own, apart from torchrun's own report.
@@ -69,7 +70,7 @@ def check_rescue(out: Path, ckpt: Path, it: int, culprit: str) -> None:
         f"train.py: error: {culprit}; saved {ckpt} (iteration {it}); continue with: torchrun ... train.py "
         f"-e dist --resume {ckpt} --max_iterations N"]
     from bridge.runner import read_checkpoint
-    saved = read_checkpoint(ckpt, 48, 52, 12)
+    saved = read_checkpoint(ckpt, ActorInputs(), 52, 12)
     assert saved["iter"] == it and "optimizer_state_dict" in saved
     last = updates(out, 0)[-1]["actor"]
     assert all(torch.equal(saved["actor_state_dict"][n], last[n]) for n in last)
@@ -128,7 +129,7 @@ def test_remembered_iteration_is_a_copy_that_saves_as_a_checkpoint(tmp_path):
             f"--resume {tmp_path / 'model_7.pt'} --max_iterations N")
     finally:
         env.close()
-    saved = read_checkpoint(tmp_path / "model_7.pt", 48, 52, 12)
+    saved = read_checkpoint(tmp_path / "model_7.pt", ActorInputs(), 52, 12)
     assert saved["iter"] == 7
     assert all(torch.equal(saved["actor_state_dict"][k], v) for k, v in actor.items())
     state = saved["optimizer_state_dict"]["state"]
