@@ -113,7 +113,7 @@ def read_metadata(path) -> dict:
 
 def onnx_inputs(path):
     """The bridge.policy.ActorInputs of an exported policy, from its metadata (seed's before they existed)."""
-    from bridge.policy import ActorInputs
+    from bridge.actor_inputs import ActorInputs
     meta = read_metadata(path)
     return ActorInputs(history_length=int(meta.get("history_length", 1)),
                        actor_lin_vel=any(t["name"] == "base_lin_vel" for t in meta.get("observation_layout", [])),

@@ -204,7 +204,7 @@ def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> d
 def read_checkpoint(path: str | os.PathLike, inputs, num_critic_obs: int, num_actions: int) -> dict:
     """Load a checkpoint to resume from and check it fits this environment and these actor inputs
     (bridge.policy.ActorInputs)."""
-    from bridge.policy import ActorInputs
+    from bridge.actor_inputs import ActorInputs
     ckpt = load_checkpoint_file(path)
     ActorInputs.of(ckpt).check(inputs, path)
     num_obs = inputs.size + 3 * inputs.estimator        # what the actor's MLP reads
