@@ -141,4 +141,6 @@ def test_page_shows_the_robot_walking(tmp_path):
     assert play.returncode == 0 and "Traceback" not in stderr, stderr
     lines = out.splitlines()
     assert lines[0].startswith("model ") and "(mujoco), 1 envs," in lines[0]
-    assert lines[1].split()[0] == "mean_abs_vx_error" and len(lines) == 7
+    # the six metrics, then the signed v_x bias by command once a command has settled (play.py)
+    assert lines[1].split()[0] == "mean_abs_vx_error" and len(lines) in (7, 8)
+    assert len(lines) == 7 or lines[7].startswith("  signed v_x bias by command ")
