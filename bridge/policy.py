@@ -73,18 +73,23 @@ class Actor(torch.nn.Module):
         return self.net(obs)
 
 
-def load_actor(path: str | Path | None = None, num_obs: int = 48, num_actions: int = 12) -> Actor:
+def load_actor(path: str | Path | None = None, num_obs: int | None = None, num_actions: int = 12) -> Actor:
+    """The actor of a checkpoint, an exported actor .pt or an ONNX policy (one read of the file), with
+    `.inputs`, what it reads. `num_obs` defaults to what those inputs say."""
     from bridge.runner import load_checkpoint_file
     path = Path(path) if path else SHIPPED_POLICY
     if path.suffix == ".onnx":
         if not path.is_file():
             raise UserError(f"policy checkpoint not found: {path}")
-        from bridge.deploy import OnnxActor
+        from bridge.deploy import OnnxActor, onnx_inputs
         actor = OnnxActor(path)
+        actor.inputs = onnx_inputs(path)
     else:
         ckpt = load_checkpoint_file(path, "policy checkpoint")
         actor = Actor(ckpt["actor_state_dict"], str(path)).eval()
         actor.inputs = ActorInputs.of(ckpt)
+        actor.checkpoint = ckpt
+    num_obs = actor.inputs.size if num_obs is None else num_obs
     if (actor.num_obs, actor.num_actions) != (num_obs, num_actions):
         raise UserError(f"policy {path} maps {actor.num_obs} observations to {actor.num_actions} actions; "
                         f"this environment needs {num_obs} -> {num_actions}")
@@ -134,7 +139,6 @@ def policy_inputs(path: str | Path | None = None) -> ActorInputs:
 def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None = None) -> None:
     """Export a checkpoint's actor: to ONNX with deploy metadata (dst *.onnx), or keep only its
     weights and where they came from (dst *.pt)."""
-    from bridge.runner import load_checkpoint_file
     from mjx_env.files import atomic_write
     from mjx_env.config import TaskConfig
     from mjx_env.model import DEFAULT_XML
@@ -146,11 +150,9 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
     cfg = TaskConfig()
     if Path(src).suffix == ".onnx":
         raise UserError(f"{src} is already an exported ONNX policy; export from an rsl_rl checkpoint or actor .pt")
-    inputs = policy_inputs(src)
+    actor = load_actor(src)                                               # validates
+    inputs = actor.inputs
     cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(inputs.history_length, inputs.actor_lin_vel))
-    actor = load_actor(src, cfg.obs.actor_obs_size, cfg.env.num_actions)     # validates
-    if not isinstance(actor, Actor):
-        raise UserError(f"{src} is already an exported ONNX policy; export from an rsl_rl checkpoint or actor .pt")
     xml_path = Path(xml_path) if xml_path else DEFAULT_XML
     if not xml_path.is_file():
         raise UserError(f"model file not found: {xml_path}")
@@ -160,7 +162,7 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
             from bridge.deploy import deploy_metadata, export_onnx
             export_onnx(actor, dst, deploy_metadata(cfg, xml_path, src, inputs.estimator))
         else:
-            ckpt = load_checkpoint_file(src)
+            ckpt = actor.checkpoint
             small = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter"), "source": str(src),
                      "actor_inputs": dataclasses.asdict(inputs)}
             atomic_write(dst, lambda tmp: torch.save(small, tmp))

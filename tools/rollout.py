@@ -14,14 +14,14 @@ class PolicyLoop:
     def __init__(self, args, cfg, checkpoint, num_envs: int):
         import jax
         from bridge.device import resolve
-        from bridge.policy import load_actor, policy_inputs
+        from bridge.policy import load_actor
         from mjx_env.env import Go2Env
 
-        self.inputs = policy_inputs(checkpoint)
+        devices = resolve(args.device if args.backend == "mjx" else "cpu", args.matmul_precision)
+        self.actor = load_actor(checkpoint, num_actions=cfg.env.num_actions).to(devices.torch)  # where the env is
+        self.inputs = self.actor.inputs                     # the env observes what the actor reads
         cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(self.inputs.history_length, self.inputs.actor_lin_vel))
         self.jump_every, self.jump_height = jump_schedule(args, cfg), args.jump
-        devices = resolve(args.device if args.backend == "mjx" else "cpu", args.matmul_precision)
-        self.actor = load_actor(checkpoint, cfg.obs.actor_obs_size, cfg.env.num_actions).to(devices.torch)  # where the env is
         self.env = Go2Env(num_envs, args.backend, cfg, xml_path=args.xml_path, device=devices.jax)
         self.n = num_envs
         self._pd = jax.jit(jax.vmap(self.env.task.pd_targets))
