@@ -178,7 +178,8 @@ def init_actor(runner, path, inputs=None) -> None:
         raise UserError(f"--init-actor {path} does not fit this run's actor: {first_line(exc)}") from None
 
 
-def run(args, group: Group) -> int:
+def check_flags(args) -> None:
+    """The flags' own checks, before anything is loaded (one line each)."""
     if args.num_envs < 1:
         raise UserError(f"--num_envs must be >= 1, got {args.num_envs}")
     if args.max_iterations < 1:
@@ -196,7 +197,65 @@ def run(args, group: Group) -> int:
         except ImportError:
             raise UserError("--logger wandb needs the wandb package: pip install -e '.[wandb]' "
                             "(or use --logger tensorboard)") from None
+    if args.resume and args.init_actor:
+        raise UserError("--resume and --init-actor exclude each other: --resume already holds the actor")
+    if args.init_noise_std is not None:
+        if not args.init_noise_std > 0:
+            raise UserError(f"--init-noise-std must be > 0, got {args.init_noise_std}")
+        if args.resume:
+            raise UserError("--init-noise-std sets a new run's noise; a resumed run keeps its checkpoint's")
+    if args.entropy_coef is not None and not args.entropy_coef >= 0:
+        raise UserError(f"--entropy-coef must be >= 0, got {args.entropy_coef}")
+    if args.final_noise_std is not None and not args.final_noise_std > 0:
+        raise UserError(f"--final-noise-std must be > 0, got {args.final_noise_std}")
 
+
+def ppo_config(args, log_dir: Path) -> dict:
+    """rsl_rl's train config (bridge.runner.ppo_train_cfg) with this run's PPO flags."""
+    from bridge.runner import ppo_train_cfg
+    train_cfg = ppo_train_cfg(save_interval=args.save_interval, estimator=args.estimator)
+    if args.init_noise_std is not None:
+        train_cfg["actor"]["distribution_cfg"]["init_std"] = args.init_noise_std
+    if args.entropy_coef is not None:
+        train_cfg["algorithm"]["entropy_coef"] = args.entropy_coef
+    if args.logger == "wandb":
+        # rsl_rl's own W&B writer (TensorBoard events as well); its run files go beside the checkpoints.
+        train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
+        os.environ.setdefault("WANDB_DIR", str(log_dir))
+    return train_cfg
+
+
+def claim_log_dir(log_dir: Path, start_it: int, resuming: bool) -> None:
+    """Rank 0 only: refuse to overwrite a checkpoint, and check that the folder is writable."""
+    taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
+    if taken:
+        hint = "use --resume with its last checkpoint" if not resuming else "resume from its last checkpoint"
+        raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
+                        f"choose another --exp_name or {hint}")
+    check_log_dir(log_dir)
+
+
+def save_cfgs(cfg, train_cfg: dict, args, inputs, backend: str, devices, model, log_dir: Path,
+              start_it: int, world_size: int) -> None:
+    """cfgs.pkl: the task's configs and the run's settings. A resumed run keeps the first run's file
+    and records its own beside it."""
+    from mjx_env.files import atomic_pickle
+    saved_cfg = copy.deepcopy(train_cfg)
+    saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
+                     backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
+                     init_actor=args.init_actor, final_noise_std=args.final_noise_std,
+                     actor_inputs=dataclasses.asdict(inputs),
+                     randomization=dataclasses.asdict(cfg.randomization),
+                     world_size=world_size, matmul_precision=args.matmul_precision)
+    cfgs_path = log_dir / "cfgs.pkl"
+    if args.resume and cfgs_path.exists():
+        cfgs_path = log_dir / f"cfgs_resume_{start_it}.pkl"
+    atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
+                   dataclasses.asdict(cfg.command), saved_cfg], cfgs_path)
+
+
+def run(args, group: Group) -> int:
+    check_flags(args)
     from bridge import device as devmod
     devices = devmod.resolve(args.device, args.matmul_precision)
     backend = args.backend if args.backend != "auto" else ("mjx" if devices.is_gpu else "mujoco")
@@ -205,29 +264,13 @@ def run(args, group: Group) -> int:
     import torch
     from mjx_env.model import load_go2
     from bridge.policy import ActorInputs
-    from bridge.runner import Go2Runner, ppo_train_cfg, read_checkpoint
-    from mjx_env.files import atomic_pickle
+    from bridge.runner import Go2Runner, read_checkpoint
 
-    if args.resume and args.init_actor:
-        raise UserError("--resume and --init-actor exclude each other: --resume already holds the actor")
     cfg = task_config(args)
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
     log_dir = Path(args.log_root) / args.exp_name
-    train_cfg = ppo_train_cfg(save_interval=args.save_interval, estimator=args.estimator)
+    train_cfg = ppo_config(args, log_dir)
     inputs = ActorInputs.from_flags(args)
-    if args.init_noise_std is not None:
-        if not args.init_noise_std > 0:
-            raise UserError(f"--init-noise-std must be > 0, got {args.init_noise_std}")
-        if args.resume:
-            raise UserError("--init-noise-std sets a new run's noise; a resumed run keeps its checkpoint's")
-        train_cfg["actor"]["distribution_cfg"]["init_std"] = args.init_noise_std
-    if args.entropy_coef is not None:
-        if not args.entropy_coef >= 0:
-            raise UserError(f"--entropy-coef must be >= 0, got {args.entropy_coef}")
-        train_cfg["algorithm"]["entropy_coef"] = args.entropy_coef
-    if args.final_noise_std is not None and not args.final_noise_std > 0:
-        raise UserError(f"--final-noise-std must be > 0, got {args.final_noise_std}")
-
     start_it = 0
     ckpt = None
     if args.resume:
@@ -239,16 +282,7 @@ def run(args, group: Group) -> int:
         check_init_actor(load_checkpoint_file(args.init_actor, "actor"), inputs, args.init_actor,
                          cfg.env.num_actions)     # one-line errors before anything starts
     if group.is_main:                                 # only rank 0 writes the run's files
-        taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
-        if taken:
-            hint = "use --resume with its last checkpoint" if not args.resume else "resume from its last checkpoint"
-            raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
-                            f"choose another --exp_name or {hint}")
-        check_log_dir(log_dir)
-    if args.logger == "wandb":
-        # rsl_rl's own W&B writer (TensorBoard events as well); its run files go beside the checkpoints.
-        train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
-        os.environ.setdefault("WANDB_DIR", str(log_dir))
+        claim_log_dir(log_dir, start_it, bool(args.resume))
     group.agree()         # every rank passed its checks (or all stop; see main)
     runner = None         # if a rank fails or dies from here on, rank 0 keeps its last complete iteration
     from bridge.runner import keep_last_iteration
@@ -265,21 +299,8 @@ def run(args, group: Group) -> int:
     where = f"[train {group}]" if group.is_distributed else "[train]"
     print(f"{where} backend={backend} device={devices.name} num_envs={args.num_envs} seed={seed} "
           f"model={model.xml_path} log_dir={log_dir}", flush=True)
-
-    saved_cfg = copy.deepcopy(train_cfg)
-    saved_cfg.update(experiment_name=args.exp_name, max_iterations=args.max_iterations, seed=args.seed,
-                     backend=backend, device=devices.name, xml_path=model.xml_path, resume=args.resume,
-                     init_actor=args.init_actor, final_noise_std=args.final_noise_std,
-                     actor_inputs=dataclasses.asdict(inputs),
-                     randomization=dataclasses.asdict(cfg.randomization),
-                     world_size=group.world_size, matmul_precision=args.matmul_precision)
-    # A resumed run keeps the first run's cfgs.pkl and records its own settings beside it.
-    cfgs_path = log_dir / "cfgs.pkl"
-    if args.resume and cfgs_path.exists():
-        cfgs_path = log_dir / f"cfgs_resume_{start_it}.pkl"
     if group.is_main:
-        atomic_pickle([dataclasses.asdict(cfg.env), dataclasses.asdict(cfg.obs), dataclasses.asdict(cfg.reward),
-                       dataclasses.asdict(cfg.command), saved_cfg], cfgs_path)
+        save_cfgs(cfg, train_cfg, args, inputs, backend, devices, model, log_dir, start_it, group.world_size)
 
     runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch),
                        actor_inputs=inputs)
@@ -290,7 +311,15 @@ def run(args, group: Group) -> int:
     if args.init_actor:
         init_actor(runner, args.init_actor, inputs)
         print(f"[train] actor initialised from {args.init_actor}; critic and optimizer start fresh")
+    try:
+        return learn(runner, args, group, log_dir, start_it, where)
+    finally:
+        vec_env.close()
 
+
+def learn(runner, args, group: Group, log_dir: Path, start_it: int, where: str) -> int:
+    """runner.learn with the noise anneal, torchrun's per-iteration bookkeeping, and a stop on
+    Ctrl-C/SIGTERM after a complete, saved iteration."""
     anneal = None
     if args.final_noise_std is not None:
         from bridge.runner import NoiseAnneal
@@ -330,8 +359,6 @@ def run(args, group: Group) -> int:
     except KeyboardInterrupt:
         print("\n[train] stopped at once; checkpoints already written are intact", file=sys.stderr)
         return 130
-    finally:
-        vec_env.close()
     print(f"[train] resident memory: {rss_start:.0f} MiB at the start of training, "
           f"{resident_mib():.0f} MiB at the end", flush=True)
     return 0
