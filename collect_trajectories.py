@@ -31,8 +31,7 @@ from demos.npz import state_names
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
 from mjx_env.files import sha256
-from tools.cli import (add_commands, add_device, add_model, add_perturbations, check_backend, randomization_config,
-                       run)
+from tools.cli import add_commands, add_device, add_model, add_perturbations, check_backend, run
 
 def command_list(args, rng) -> list:
     """One command per episode: the grid, cycled, or uniform samples in the ranges."""
@@ -53,8 +52,8 @@ def collect(args) -> dict:
     import jax.numpy as jnp
 
     from bridge.policy import SHIPPED_POLICY
-    from mjx_env.config import JOINT_NAMES, CommandConfig, EnvConfig, TaskConfig
-    from tools.rollout import PolicyLoop
+    from mjx_env.config import JOINT_NAMES
+    from tools.rollout import PolicyLoop, episode_config
 
     if args.episodes < 1 or args.num_envs < 1 or args.duration <= 0:
         raise UserError("--episodes and --num_envs must be >= 1 and --duration > 0")
@@ -63,9 +62,7 @@ def collect(args) -> dict:
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist")
     # With --jump the recorded rewards are the jump task's (jump terms on, no random jump commands).
-    cfg = TaskConfig(randomization=randomization_config(args), env=EnvConfig(episode_length_s=args.duration),
-                     command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0,
-                                           jumps_enabled=args.jump is not None, jump_prob=0.0))
+    cfg = episode_config(args, jumps_enabled=args.jump is not None, jump_prob=0.0)
     checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY
     n = min(args.num_envs, args.episodes)
     loop = PolicyLoop(args, cfg, checkpoint, n)

@@ -6,23 +6,18 @@ import sys
 from pathlib import Path
 
 from mjx_env.errors import UserError
-from tools.cli import check_backend, randomization_config, value_range
+from tools.cli import check_backend, value_range
 
 
 VX_BIN = 0.25      # m/s: the commanded-speed bins of the signed v_x bias
 
 
 def eval_config(args):
-    from mjx_env.config import CommandConfig, EnvConfig, TaskConfig
-    return TaskConfig(
-        randomization=randomization_config(args),
-        env=EnvConfig(episode_length_s=args.duration),
-        command=CommandConfig(
-            lin_vel_x_range=value_range("vx", args.vx), lin_vel_y_range=value_range("vy", args.vy),
-            ang_vel_range=value_range("yaw", args.yaw), height_range=value_range("height", args.height),
-            resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0, jumps_enabled=False,
-            height_scales_velocity=False, reset_height_to_nominal=False),
-    )
+    from tools.rollout import episode_config
+    return episode_config(
+        args, lin_vel_x_range=value_range("vx", args.vx), lin_vel_y_range=value_range("vy", args.vy),
+        ang_vel_range=value_range("yaw", args.yaw), height_range=value_range("height", args.height),
+        jumps_enabled=False, height_scales_velocity=False, reset_height_to_nominal=False)
 
 
 def evaluate(args) -> dict:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from tools.cli import jump_schedule
+from tools.cli import jump_schedule, randomization_config
+
+
+def episode_config(args, **command):
+    """The TaskConfig play and collect run: episodes of --duration, each env's command held for its
+    whole episode (never resampled), the perturbation flags' randomization, and `command`'s settings."""
+    from mjx_env.config import CommandConfig, EnvConfig, TaskConfig
+    return TaskConfig(randomization=randomization_config(args), env=EnvConfig(episode_length_s=args.duration),
+                      command=CommandConfig(resampling_time_s=2 * args.duration + 1.0, random_resample_prob=0.0,
+                                            **command))
 
 
 class PolicyLoop:
