@@ -76,6 +76,7 @@ def check_rescue(out: Path, ckpt: Path, it: int, culprit: str) -> None:
     assert all(torch.equal(saved["actor_state_dict"][n], last[n]) for n in last)
 
 
+@pytest.mark.slow
 def test_sigkill_of_one_rank_saves_the_last_iteration_on_rank_0(killed):
     tmp, out, code = killed
     run_dir = tmp / "logs" / "dist"
@@ -85,6 +86,7 @@ def test_sigkill_of_one_rank_saves_the_last_iteration_on_rank_0(killed):
     check_rescue(out, run_dir / f"model_{k}.pt", k, "rank 1 of 2 died")
 
 
+@pytest.mark.slow
 def test_rank_whose_env_raises_is_named_and_resume_continued(raised):
     tmp, out, r, k = raised
     run_dir = tmp / "logs" / "dist"
@@ -137,6 +139,7 @@ def test_remembered_iteration_is_a_copy_that_saves_as_a_checkpoint(tmp_path):
 
 
 # ---- collection ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_collection_keeps_the_parts_written_and_merge_names_the_missing_one(tmp_path, capsys):
     """Rank 1 dies before writing its part, once rank 0's is written: rank 0 keeps its part, says
     which is missing; the part loads on its own and merge refuses it without the other."""

@@ -82,6 +82,7 @@ def run(tmp_path_factory):
     return tmp, first, (out / "torchrun.log").read_text()
 
 
+@pytest.mark.slow
 def test_actor_identical_on_both_ranks_after_every_update(run):
     tmp = run[0]
     for part in ("first", "resumed"):
@@ -96,6 +97,7 @@ def test_actor_identical_on_both_ranks_after_every_update(run):
     assert not torch.equal(r0[0]["actor"]["mlp.0.weight"], r0[1]["actor"]["mlp.0.weight"])
 
 
+@pytest.mark.slow
 def test_ranks_step_different_env_streams(run):
     tmp = run[0]
     r0, r1 = updates(tmp / "first", 0), updates(tmp / "first", 1)
@@ -110,6 +112,7 @@ def stop_iteration(run) -> int:
     return len(updates(run[0] / "resumed", 0)) + 1       # the resumed run starts at iteration 2
 
 
+@pytest.mark.slow
 def test_one_run_folder_and_one_set_of_checkpoints(run):
     tmp = run[0]
     logs = tmp / "logs"
@@ -129,6 +132,7 @@ def test_one_run_folder_and_one_set_of_checkpoints(run):
     assert all(torch.equal(ckpt["actor_state_dict"][k], last[k]) for k in last)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_numbering_on_every_rank(run):
     tmp, _, log = run
     k = stop_iteration(run)
@@ -137,6 +141,7 @@ def test_resume_continues_the_numbering_on_every_rank(run):
     assert log.count("resumed from") == 2                    # both ranks loaded the checkpoint
 
 
+@pytest.mark.slow
 def test_signal_to_one_rank_stops_all_after_the_same_iteration(run):
     tmp, _, log = run
     k = stop_iteration(run)

@@ -186,6 +186,7 @@ def replay(phi, path):
     return np.abs(got - np.stack(X)).max(axis=(0, 1))
 
 
+@pytest.mark.slow
 def test_phi_reproduces_an_mjx_collection(phi, mjx_npz):
     """Measured: max abs error 5.5e-6 (most windows exactly 0)."""
     err = replay(phi, mjx_npz)
@@ -262,6 +263,7 @@ def replay_phi(phi, path):
     return np.abs(got - np.stack(X)).max(axis=(0, 1))
 
 
+@pytest.mark.slow
 def test_phi_reproduces_the_collections_from_their_applied_actions(phi, mjx_npz, files):
     err = replay_phi(phi, mjx_npz)
     assert err.max() <= 1e-4, err

@@ -154,6 +154,7 @@ def test_vjp_agrees_with_jvp_while_walking(walk, dyn, h):
         assert abs(forward) > 1.0          # the physics responds: not an agreement of zeros
 
 
+@pytest.mark.slow
 def test_vjp_agrees_with_finite_differences(dyn, tmp_path):
     """Reverse mode against central differences of the float64 physics, on a smooth segment.
 

@@ -171,6 +171,7 @@ def test_five_percent_of_envs_get_a_jump_command_each_step(task):
     np.testing.assert_array_equal(np.asarray(new.jump_target)[jumped], h)
 
 
+@pytest.mark.slow
 def test_backends_agree_on_a_rollout_with_jumps():
     """Same float32 states and actions on MJX and C MuJoCo with jumps on; tolerances as in
     test_backends.py. Along the way: the penalties are off exactly while the counter is non-zero."""

@@ -71,7 +71,7 @@ def test_fields_follow_the_draws():
     env.close()
 
 
-@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+@pytest.mark.parametrize("backend", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def test_reset_env_redraws_and_the_others_keep_theirs(backend):
     env = Go2Env(4, backend, CFG)
     s = env.reset(jax.random.PRNGKey(2))

@@ -23,7 +23,7 @@ CFG = TaskConfig(command=CommandConfig(random_resample_prob=0.0))
 N = 8
 
 
-@pytest.fixture(scope="module", params=["mujoco", "mjx"])
+@pytest.fixture(scope="module", params=["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def env(request):
     e = Go2Env(N, request.param, CFG)
     yield e
@@ -132,7 +132,7 @@ def _train(*args, **kw):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kw)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_signal_saves_and_resume_continues(tmp_path, sig):
     p = _train("-B", "16", "--max_iterations", "1000", "-e", "sig", "--log_root", str(tmp_path))
     lines = []

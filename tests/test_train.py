@@ -32,7 +32,7 @@ def scalar_tags(log_dir: Path) -> set:
     return tags
 
 
-@pytest.fixture(scope="module", params=["mujoco", "mjx"])
+@pytest.fixture(scope="module", params=["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def smoke_run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"logs_{request.param}")
     r = train(*SMOKE, "--backend", request.param, log_root=root, env={"JAX_LOG_COMPILES": "1"})

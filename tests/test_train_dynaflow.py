@@ -24,6 +24,7 @@ def data(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_loss_falls_and_heldout_figures_are_finite(data, tmp_path):
     out = tmp_path / "r.json"
     r = subprocess.run([sys.executable, str(SCRIPT), str(data), "--steps", "6", "--horizon", "16", "--batch", "32",

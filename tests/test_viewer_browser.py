@@ -93,6 +93,7 @@ class DevTools:
         self.proc.wait(30)
 
 
+@pytest.mark.slow
 def test_page_shows_the_robot_walking(tmp_path):
     port = free_port()
     err = open(tmp_path / "play.err", "w+")
