@@ -118,6 +118,7 @@ def test_training_layer_runs_what_train_py_runs(monkeypatch, tmp_path):
     assert not Path(logger.log_dir).exists()
 
 
+@pytest.mark.slow
 def test_randomize_adds_the_cost_attribution_layers(tmp_path):
     """--randomize: the randomized env step, without friction loss, and the machinery at nominal draws,
     each with its ratio to the nominal env step taken within each round."""

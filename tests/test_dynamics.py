@@ -179,6 +179,7 @@ def test_vjp_agrees_with_finite_differences(dyn, tmp_path):
     assert abs(vjp32 - fd[1]) <= 1e-2 * abs(fd[1]), (vjp32, fd)  # measured: 1.9e-3
 
 
+@pytest.mark.slow
 def test_gradients_over_walking_windows_are_finite(walk, dyn):
     """The DynaFlow loss, |X - X_demo|^2, over H = 32 windows of walking from zero actions."""
     x, _, _ = walk
@@ -270,6 +271,7 @@ def test_phi_equals_rollout(walk, dyn):
     assert err[:19].max() <= 1e-4 and err[19:].max() <= 5e-3, (err[:19].max(), err[19:].max())
 
 
+@pytest.mark.slow
 def test_phi_is_a_static_jit_argument(walk, dyn):
     """A DynaFlow train step takes Φ as a static (x0, U) callable: dyn.phi hashes and compares equal
     across attribute lookups, so the step compiles once."""

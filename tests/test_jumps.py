@@ -204,7 +204,7 @@ def test_backends_agree_on_a_rollout_with_jumps():
     mj_env.close()
 
 
-@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+@pytest.mark.parametrize("backend", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def test_jumps_off_is_bit_identical_to_before(default_digests, backend):
     """In process (holds on any machine, tolerance-free: the same computation on the same CPU twice):
     with jumps off, the env equals one built from the reward registry without the jump terms, with

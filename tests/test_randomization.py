@@ -91,6 +91,7 @@ def test_reset_env_redraws_and_the_others_keep_theirs(backend):
     env.close()
 
 
+@pytest.mark.slow
 def test_backends_draw_the_same_and_agree_under_randomization():
     """Same key, same draws; then 30 steps of random actions agree within the parity tolerance of
     tests/test_backends.py (1e-5 for the first steps, 1e-3 after)."""
