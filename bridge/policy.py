@@ -88,7 +88,8 @@ def load_actor(path: str | Path | None = None, num_obs: int | None = None, num_a
         ckpt = load_checkpoint_file(path, "policy checkpoint")
         actor = Actor(ckpt["actor_state_dict"], str(path)).eval()
         actor.inputs = ActorInputs.of(ckpt)
-        actor.checkpoint = ckpt
+        # what an exported actor .pt keeps (export_actor), not the whole file: no critic or optimizer state
+        actor.saved = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter")}
     num_obs = actor.inputs.size if num_obs is None else num_obs
     if (actor.num_obs, actor.num_actions) != (num_obs, num_actions):
         raise UserError(f"policy {path} maps {actor.num_obs} observations to {actor.num_actions} actions; "
@@ -162,9 +163,7 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
             from bridge.deploy import deploy_metadata, export_onnx
             export_onnx(actor, dst, deploy_metadata(cfg, xml_path, src, inputs.estimator))
         else:
-            ckpt = actor.checkpoint
-            small = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter"), "source": str(src),
-                     "actor_inputs": dataclasses.asdict(inputs)}
+            small = {**actor.saved, "source": str(src), "actor_inputs": dataclasses.asdict(inputs)}
             atomic_write(dst, lambda tmp: torch.save(small, tmp))
     except OSError as exc:
         raise UserError(f"cannot write {dst}: {exc.strerror or first_line(exc)}; choose a writable path") from None
