@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import os
 import re
 import signal
@@ -68,6 +69,9 @@ def parse_args(argv=None):
                         "for precise tracking (README: the shipped policy)")
     p.add_argument("--clip-actions", "--clip_actions", dest="clip_actions", type=float, default=None, metavar="A",
                    help="clip every policy action to ±A before the action scale (default: EnvConfig's 100)")
+    p.add_argument("--rolling-friction", "--rolling_friction", dest="rolling_friction", type=float, default=None,
+                   metavar="R", help="with --randomize: draw the feet's rolling friction in U[0, R] and torsional "
+                   "friction in U[0, 2R] per episode, in condim-6 foot contacts (Menagerie's feet: R = 0.01)")
     add_actor_inputs(p)
     return p.parse_args(argv)
 
@@ -100,6 +104,14 @@ def task_config(args):
     if args.randomize or args.obs_noise:
         cfg = cfg.replace(randomization=dataclasses.replace(
             cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))
+    if args.rolling_friction is not None:
+        if not args.randomize:
+            raise UserError("--rolling-friction is a randomization draw: add --randomize")
+        if not (math.isfinite(args.rolling_friction) and args.rolling_friction > 0):
+            raise UserError(f"--rolling-friction must be > 0, got {args.rolling_friction}")
+        cfg = cfg.replace(randomization=dataclasses.replace(
+            cfg.randomization, foot_rolling_friction_range=(0.0, args.rolling_friction),
+            foot_torsional_friction_range=(0.0, 2 * args.rolling_friction)))
     cfg.validate()
     return cfg
 

@@ -170,6 +170,8 @@ class RandomizationConfig:
       kp, kd x[0.9, 1.1] per joint: motor strength as in walk-these-ways (legged_gym family);
       joint friction loss [0, 0.3] N m: around Menagerie's 0.2 (Playground scales it x[0.9, 1.1]);
       joint damping, armature x[0.9, 1.1]: Playground Go1 randomizes armature x[1.0, 1.05].
+      feet's torsional and rolling friction: off (0, 0) unless asked for; Menagerie's Go2 feet have
+        0.02 and 0.01 in condim-6 contacts, which slow a walker trained without them.
       pushes: legged_gym kicks the base to up to 1 m/s every 15 s; here every U[5, 10] s, a kick of
         up to 1 m/s in a random horizontal direction, added to the base velocity.
       observation noise: legged_gym's noise scales and its uniform noise x noise_level x obs scale.
@@ -186,6 +188,8 @@ class RandomizationConfig:
     joint_frictionloss_range: tuple = (0.0, 0.3)         # N m
     joint_damping_scale_range: tuple = (0.9, 1.1)
     joint_armature_scale_range: tuple = (0.9, 1.1)
+    foot_torsional_friction_range: tuple = (0.0, 0.0)    # opt-in (train.py --rolling-friction)
+    foot_rolling_friction_range: tuple = (0.0, 0.0)
     push: bool = False
     push_interval_range_s: tuple = (5.0, 10.0)
     push_velocity_range: tuple = (0.0, 1.0)              # kick magnitude (m/s)

@@ -71,7 +71,8 @@ class Go2Env:
 
             self.step = jax.jit(step)
         else:
-            self.physics = MujocoPhysics(self.model, substeps, self.num_envs, nthread, per_env_models=randomized)
+            self.physics = MujocoPhysics(self.model, substeps, self.num_envs, nthread, per_env_models=randomized,
+                                         contact_model=rand.contact_model)
             before_jit, after_jit = jax.jit(before), jax.jit(after)
             self._last_state = None
 

@@ -93,7 +93,9 @@ class MujocoPhysics:
     name = "mujoco"
 
     def __init__(self, model: Go2Model, substeps: int, num_envs: int, nthread: int | None = None,
-                 per_env_models: bool = False):
+                 per_env_models: bool = False, contact_model=None):
+        """contact_model: maps the model each env copies to the one it steps (the randomizer's
+        condim-6 feet); only with per_env_models."""
         import copy
 
         from mujoco import rollout
@@ -108,6 +110,7 @@ class MujocoPhysics:
                              "mujoco backend does not carry between steps; remove them or use --backend mjx")
         # One MjModel per env when its parameters are randomized (written on reset), else shared.
         lean = model.physics_mj_model or m
+        lean = contact_model(lean) if (per_env_models and contact_model) else lean
         self.models = [copy.copy(lean) for _ in range(num_envs)] if per_env_models else [m] * num_envs
         self.datas = [mujoco.MjData(self.models[0]) for _ in range(self.nthread)]
         self.pool = rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)

@@ -44,6 +44,12 @@ DRAWS = (
     Draw("joint_frictionloss", "joint_frictionloss_range", "dof", 0.0, True, "mean", "sets each joint's friction loss"),
     Draw("joint_damping_scale", "joint_damping_scale_range", "dof", 1.0, True, "mean", "scales each joint's damping"),
     Draw("joint_armature_scale", "joint_armature_scale_range", "dof", 1.0, True, "mean", "scales each joint's armature"),
+    # Opt-in (ranges (0, 0) by default): the feet's spin and rolling resistance. A non-zero range
+    # turns the foot contacts to condim 6, as Menagerie's feet (contact_model).
+    Draw("foot_torsional_friction", "foot_torsional_friction_range", "", 0.0, True, "value",
+         "sets the feet's and floor's torsional friction"),
+    Draw("foot_rolling_friction", "foot_rolling_friction_range", "", 0.0, True, "value",
+         "sets the feet's and floor's rolling friction"),
 )
 
 
@@ -88,6 +94,10 @@ class Randomizer:
             raise ConfigError(f"randomization.added_base_mass_range {r.added_base_mass_range} can make the base "
                               f"mass ({base_mass:.2f} kg nominal) zero or negative")
         self.push_steps = tuple(max(1, int(round(s / self.dt))) for s in r.push_interval_range_s)
+        self.foot_geoms = np.array(feet, np.int32)
+        # Torsional and rolling friction act only in condim-6 contacts; with both ranges at 0 the
+        # model and its fields stay exactly as loaded.
+        self.rolling = r.enabled and max(r.foot_torsional_friction_range[1], r.foot_rolling_friction_range[1]) > 0
 
     # ---- per-env physical parameters ---------------------------------------------------------
     def sample(self, key: jax.Array) -> dict:
@@ -108,8 +118,12 @@ class Randomizer:
         # biasprm[1], -kd in biasprm[2].
         gain = nom["actuator_gainprm"].at[:, 0].multiply(d["kp_scale"])
         bias = nom["actuator_biasprm"].at[:, 1].multiply(d["kp_scale"]).at[:, 2].multiply(d["kd_scale"])
+        friction = nom["geom_friction"].at[self.friction_geoms, 0].set(d["friction"])
+        if self.rolling:
+            friction = (friction.at[self.friction_geoms, 1].set(d["foot_torsional_friction"])
+                        .at[self.friction_geoms, 2].set(d["foot_rolling_friction"]))
         return dict(
-            geom_friction=nom["geom_friction"].at[self.friction_geoms, 0].set(d["friction"]),
+            geom_friction=friction,
             body_mass=(nom["body_mass"] * scale).at[base].add(d["added_base_mass"]),
             # Scaled links keep their shape (inertia scales with mass); the added base mass is a
             # point mass at the centre of mass, which adds no inertia about it.
@@ -122,10 +136,21 @@ class Randomizer:
             dof_armature=nom["dof_armature"].at[dofs].multiply(d["joint_armature_scale"]),
         )
 
+    def contact_model(self, m: mujoco.MjModel) -> mujoco.MjModel:
+        """The MjModel both backends step when the feet's torsional or rolling friction is drawn: its
+        foot geoms at condim 6 (the contact takes the larger condim of its two geoms), so that those
+        coefficients act. Otherwise m itself."""
+        if not self.rolling:
+            return m
+        m = copy.copy(m)
+        m.geom_condim[self.foot_geoms] = 6
+        return m
+
     def mjx_model(self, m: mujoco.MjModel) -> mujoco.MjModel:
         """The MjModel to hand to mjx.put_model. MJX decides at put_model which dofs get friction-loss
         constraint rows (dof_frictionloss > 0), so randomized joints need a non-zero placeholder;
         the value itself comes from the draws at every step."""
+        m = self.contact_model(m)
         if not (self.cfg.enabled and self.cfg.joint_frictionloss_range[1] > 0):
             return m
         m = copy.copy(m)
