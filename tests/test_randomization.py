@@ -24,7 +24,8 @@ def draws(state, i=None):
 
 
 def test_draws_within_ranges_and_differ_between_envs():
-    r = RandomizationConfig(enabled=True)
+    r = RandomizationConfig(enabled=True, foot_torsional_friction_range=(0.0, 0.04),
+                            foot_rolling_friction_range=(0.0, 0.02))
     env = Go2Env(64, "mujoco", TaskConfig(randomization=r))
     d = draws(env.reset(jax.random.PRNGKey(0)))
     ranges = dict(friction=r.friction_range, added_base_mass=r.added_base_mass_range,
@@ -32,7 +33,9 @@ def test_draws_within_ranges_and_differ_between_envs():
                   kp_scale=r.kp_scale_range, kd_scale=r.kd_scale_range,
                   joint_frictionloss=r.joint_frictionloss_range,
                   joint_damping_scale=r.joint_damping_scale_range,
-                  joint_armature_scale=r.joint_armature_scale_range)
+                  joint_armature_scale=r.joint_armature_scale_range,
+                  foot_torsional_friction=r.foot_torsional_friction_range,
+                  foot_rolling_friction=r.foot_rolling_friction_range)
     assert set(d) == set(ranges)
     for k, (lo, hi) in ranges.items():
         assert lo <= d[k].min() and d[k].max() <= hi, k
@@ -69,6 +72,44 @@ def test_fields_follow_the_draws():
         np.testing.assert_allclose(getattr(env.physics.models[0], name), f[name], rtol=1e-6, err_msg=name)
     assert not np.allclose(env.physics.models[0].body_mass, env.physics.models[1].body_mass)
     env.close()
+
+
+def test_rolling_friction_reaches_the_foot_contacts():
+    """--rolling-friction's draws: both backends step condim-6 feet, and the foot-floor contacts of
+    each env carry its own torsional and rolling draw (MuJoCo's contact takes the larger value of
+    the two geoms, both written with the draw). With the ranges at (0, 0), the default, the feet
+    stay condim 3 and geom_friction stays as loaded."""
+    import mujoco
+    roll = dataclasses.replace(DR, foot_torsional_friction_range=(0.0, 0.04), foot_rolling_friction_range=(0.0, 0.02))
+    env = Go2Env(2, "mujoco", TaskConfig(randomization=roll))
+    feet = list(env.model.foot_geom_ids)
+    s = env.reset(jax.random.PRNGKey(3))
+    for _ in range(40):                                  # settle on the feet
+        s = env.step(s, jnp.zeros((2, 12)))
+    for i in range(2):
+        m, d = env.physics.models[i], draws(s, i)
+        assert m.geom_condim[feet].tolist() == [6] * 4
+        assert env.model.mj_model.geom_condim[feet].tolist() == [3] * 4        # the loaded model is untouched
+        data = mujoco.MjData(m)
+        data.qpos[:], data.qvel[:] = np.asarray(s.qpos[i]), np.asarray(s.qvel[i])
+        mujoco.mj_forward(m, data)
+        foot = [c for c in data.contact[:data.ncon] if c.geom1 in feet or c.geom2 in feet]
+        assert len(foot) == 4                                                    # standing on four feet
+        for c in foot:
+            assert c.dim == 6
+            np.testing.assert_allclose(c.friction[2:], [d["foot_torsional_friction"]] + [d["foot_rolling_friction"]] * 2,
+                                       rtol=1e-6)
+    assert draws(s, 0)["foot_rolling_friction"] != draws(s, 1)["foot_rolling_friction"]
+    env.close()
+    mjx_env = Go2Env(2, "mjx", TaskConfig(randomization=roll))        # put_model only: nothing compiles
+    assert np.asarray(mjx_env.physics.mx.geom_condim)[feet].tolist() == [6] * 4
+    off = Go2Env(2, "mujoco", TaskConfig(randomization=DR))
+    s = off.reset(jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(np.asarray(off.dr_fields(s.dr)["geom_friction"][0])[:, 1:],
+                                  off.model.mj_model.geom_friction[:, 1:].astype(np.float32))
+    off.step(s, jnp.zeros((2, 12)))
+    assert off.physics.models[0].geom_condim[feet].tolist() == [3] * 4
+    off.close()
 
 
 @pytest.mark.parametrize("backend", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
