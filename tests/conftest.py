@@ -39,6 +39,14 @@ def default_digests():
     return out
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker per core, at most 4. Most of the suite's time is XLA
+    compiling MJX programs, which runs on one core; a worker takes whole files (--dist loadfile), so a
+    module's fixtures are built once, and workers share compiles through the cache above."""
+    from mjx_env.physics import cpu_threads
+    return max(1, min(cpu_threads(), 4))
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu`-marked tests run only where both torch and JAX see a CUDA device (`pytest -m gpu`)."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
