@@ -124,7 +124,7 @@ def test_reset_env_redraws_and_the_others_keep_theirs(backend):
     for k in before:
         for i in (0, 2, 3):
             np.testing.assert_array_equal(after[k][i], before[k][i])
-        if k != "joint_frictionloss":                      # its range is (0, 0) here
+        if k not in ("joint_frictionloss", "foot_torsional_friction", "foot_rolling_friction"):   # (0, 0) here
             assert not np.array_equal(after[k][1], before[k][1]), k
     if backend == "mujoco":    # the reset env's MjModel follows its new draw at the next step
         s = env.step(s, jnp.zeros((4, 12)))
