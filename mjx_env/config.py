@@ -229,6 +229,24 @@ class RandomizationConfig:
 
 
 @dataclass(frozen=True)
+class WarpConfig:
+    """MJX's Warp implementation (--mjx-impl warp): its own solver cap and buffer sizes.
+
+    The model's iterations=4 binds for MuJoCo Warp's solver, which then stops short of C MuJoCo's
+    answer (qpos 4.5e-2 off after 100 steps); at 20 it agrees with C to float32 rounding (README,
+    "MJX's Warp implementation"). Its solver stops at its tolerance first, so the cap costs only
+    where it is needed. The JAX implementation keeps the model's 4, as C MuJoCo does.
+    """
+    iterations: int = 20
+    ls_iterations: int = 8
+    # naconmax and njmax are the JAX implementation's per-world sizes (every possible contact and
+    # constraint row) times this margin; naconmax is per world times num_envs.
+    buffer_margin: float = 1.0
+    # The env reads Warp's overflow bits on the host every this many control steps.
+    overflow_check_every: int = 50
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     obs: ObsConfig = field(default_factory=ObsConfig)
