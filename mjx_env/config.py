@@ -244,11 +244,6 @@ class WarpConfig:
     buffer_margin: float = 1.0
     # The env reads Warp's overflow bits on the host every this many control steps.
     overflow_check_every: int = 50
-    # On the CPU, worlds per Warp call (lax.map over the batch). With 16 worlds in one call, envs
-    # given different actions departed from C MuJoCo at their first contacts (qpos 2e-2), while
-    # one world per call matched it to 6e-7 over the same landing (README): on the CPU each world
-    # is stepped alone. On a GPU the batch is one call (tests/test_gpu.py checks its parity).
-    cpu_worlds_per_call: int = 1
 
 
 @dataclass(frozen=True)

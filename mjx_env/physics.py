@@ -131,9 +131,8 @@ class MjxPhysics:
                            device=jax.devices("cpu")[0])
         self.ncon_world = int(np.ceil(dj._impl.contact.dist.shape[0] * warp.buffer_margin))
         self.njmax = int(np.ceil(dj._impl.efc_J.shape[0] * warp.buffer_margin))
+        self.naconmax = self.ncon_world * int(num_envs)
         self.num_envs = int(num_envs)
-        self.worlds_per_call = min(self.num_envs, warp.cpu_worlds_per_call) if self.on_cpu else self.num_envs
-        self.naconmax = self.ncon_world * self.worlds_per_call
         self.mx = mjx.put_model(m, device=device, impl="warp")
         # Overflows are read from Data.overflow by the env (one integer, every few steps), not
         # printed from inside Warp's kernels once per world and step.
@@ -159,17 +158,12 @@ class MjxPhysics:
     def advance_checked(self, qpos, qvel, ctrl, fields=None):
         """impl="warp": the batch's step and an int32 scalar, the OR of its worlds' buffer-overflow
         bits in this control period (each period starts from d0, whose bits are clear, and Warp
-        keeps them sticky across substeps). On a GPU one vmap over the whole batch, one Warp call;
-        on the CPU WarpConfig.cpu_worlds_per_call worlds per call. naconmax is sized for a call."""
+        keeps them sticky across substeps). One vmap over the whole batch: Warp runs its own
+        kernels, so the CPU chunking of the JAX path does not apply, and naconmax is sized for it."""
         if qpos.shape[0] != self.num_envs:
             raise ValueError(f"MuJoCo Warp's buffers were sized for {self.num_envs} envs, got {qpos.shape[0]}")
-        if self.worlds_per_call < self.num_envs:
-            d = jax.lax.map(lambda x: self.advance_data(*x), (qpos, qvel, ctrl, fields),
-                            batch_size=self.worlds_per_call)
-        else:
-            d = jax.vmap(self.advance_data)(qpos, qvel, ctrl, fields)
-        overflow = d._impl.overflow.astype(np.int32)
-        bits = jax.lax.reduce(overflow, np.int32(0), jax.lax.bitwise_or, tuple(range(overflow.ndim)))
+        d = jax.vmap(self.advance_data)(qpos, qvel, ctrl, fields)
+        bits = jax.lax.reduce(d._impl.overflow.astype(np.int32), np.int32(0), jax.lax.bitwise_or, (0,))
         return d.qpos, d.qvel, bits & ~np.int32(WARP_ITERATION_BITS)
 
     def advance(self, qpos, qvel, ctrl, fields=None):
