@@ -83,7 +83,7 @@ class Go2Env:
                 return after(state, action, bad, qpos, qvel), overflow
 
             self.step_checked = jax.jit(step_checked)
-            self._overflow, self._unchecked = [], 0
+            self._overflow = []            # overflow scalars of the steps not yet read
 
             def step(state, action):
                 state, overflow = self.step_checked(state, action)
