@@ -7,14 +7,16 @@
 Layers, per env count, measured in one run:
   rollout_1t / rollout_mt   raw C MuJoCo (mujoco.rollout), one thread / all threads: the CPU limit
   mjx_physics               raw MJX physics step (jit + vmap + lax.scan over the substeps)
-  env_mujoco / env_mjx      full environment step (physics + commands, obs, rewards, auto-reset)
-  bridge_mujoco / bridge_mjx  the environment as rsl_rl sees it (torch in, TensorDict out)
+  warp_physics              the same with MJX's Warp implementation (--mjx-impl warp, or jax warp)
+  env_mujoco / env_mjx / env_warp   full environment step (physics + commands, obs, rewards, auto-reset)
+  bridge_mujoco / bridge_mjx / bridge_warp  the environment as rsl_rl sees it (torch in, TensorDict out)
   train                     one PPO iteration (24 steps x envs), split into collection and learning
 Each layer is measured --repeats times, the layers interleaved (round r measures every layer once,
 starting at a different layer each round), so that a slow spell of the machine hits all layers
 alike. The report gives the median and the range of every layer and of every ratio (a ratio is
 taken within each round, then its median and range over the rounds). MJX compile time is measured
-apart (ahead-of-time lower + compile). Every timing waits for the device (block_until_ready;
+apart (ahead-of-time lower + compile; for Warp this includes building its kernels, or loading them
+from Warp's kernel cache). Every timing waits for the device (block_until_ready;
 torch.cuda.synchronize on a GPU).
 
 A new layer: write a builder `def my_layers(ctx) -> list[Layer]` and add it to LAYER_BUILDERS
@@ -126,7 +128,7 @@ class Context:
     args: object
     devices: object
     cfg: object
-    envs: dict                   # backend -> Go2Env
+    envs: dict                   # mujoco, mjx (MJX's JAX implementation), warp (its Warp one) -> Go2Env
     state: object                # all robots standing on their four feet (host state of `ref`)
     qpos: object                 # numpy float64 (n, nq), (n, nv), (n, nu): the same state, raw
     qvel: object
@@ -142,7 +144,7 @@ class Context:
 def rollout_layers(ctx: Context) -> list:
     """Raw C MuJoCo: the same rollout call the backend makes, from prepared buffers."""
     from mjx_env.physics import MujocoPhysics, cpu_threads
-    ref = ctx.envs.get("mujoco") or ctx.envs["mjx"]
+    ref = next(iter(ctx.envs.values()))
     out = []
     for label, nthread in (("rollout_1t", 1), ("rollout_mt", ctx.args.threads or cpu_threads())):
         phys = MujocoPhysics(ref.model, ctx.cfg.env.substeps, ctx.n, nthread=nthread)
@@ -154,18 +156,21 @@ def rollout_layers(ctx: Context) -> list:
 
 
 def mjx_physics_layers(ctx: Context) -> list:
-    """Raw MJX physics, compiled ahead of time (its compile time is reported apart)."""
-    if "mjx" not in ctx.envs:
-        return []
+    """Raw MJX physics of each implementation, compiled ahead of time (compile time reported apart)."""
     import jax
     import jax.numpy as jnp
-    physics = ctx.envs["mjx"].physics
-    inputs = jax.device_put((jnp.asarray(ctx.qpos, jnp.float32), jnp.asarray(ctx.qvel, jnp.float32),
-                             jnp.asarray(ctx.ctrl, jnp.float32)), ctx.devices.jax)
-    t0 = time.perf_counter()
-    raw = jax.jit(physics.advance).lower(*inputs).compile()
-    ctx.compile_s["mjx_physics"] = time.perf_counter() - t0
-    return [Layer("mjx_physics", lambda: raw(*inputs), ctx.sync)]
+    out = []
+    for label in ("mjx", "warp"):
+        if label not in ctx.envs:
+            continue
+        physics = ctx.envs[label].physics
+        inputs = jax.device_put((jnp.asarray(ctx.qpos, jnp.float32), jnp.asarray(ctx.qvel, jnp.float32),
+                                 jnp.asarray(ctx.ctrl, jnp.float32)), ctx.devices.jax)
+        t0 = time.perf_counter()
+        raw = jax.jit(physics.advance).lower(*inputs).compile()
+        ctx.compile_s[f"{label}_physics"] = time.perf_counter() - t0
+        out.append(Layer(f"{label}_physics", lambda raw=raw, inputs=inputs: raw(*inputs), ctx.sync))
+    return out
 
 
 def env_and_bridge_layers(ctx: Context) -> list:
@@ -206,18 +211,17 @@ def randomized_layers(ctx: Context) -> list:
     import jax.numpy as jnp
     from mjx_env import randomize
     from mjx_env.config import RandomizationConfig
-    from mjx_env.env import Go2Env
     dr = RandomizationConfig(enabled=True, push=True)
     # Where the cost comes from: without the friction-loss draw (the one that adds constraint rows),
     # and the per-env model machinery alone (every range at the nominal value, no pushes).
     nofl = dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0))
     model = ctx.envs[next(iter(ctx.envs))].model.mj_model
     nominal = randomize.nominal(nofl, model)
-    variants = [(b, tag, c) for b in ctx.envs for tag, c in (("dr", dr), ("dr_nofl", nofl), ("dr_nominal", nominal))]
+    variants = [(b, tag, c) for b in ctx.envs if b != "warp"      # Go2Env refuses --randomize under Warp
+                for tag, c in (("dr", dr), ("dr_nofl", nofl), ("dr_nominal", nominal))]
     out = []
     for backend, tag, rcfg in variants:
-        env = Go2Env(ctx.n, backend, ctx.cfg.replace(randomization=rcfg), nthread=ctx.args.threads,
-                     device=ctx.devices.jax if backend == "mjx" else None)
+        env = make_env(backend, ctx.n, ctx.cfg.replace(randomization=rcfg), ctx.args, ctx.devices)
         ctx.closers.append(env.close)
         drawn = env.reset(jax.random.PRNGKey(0))
         s = {"state": jax.device_put(ctx.state.replace(dr=drawn.dr, push_countdown=drawn.push_countdown),
@@ -232,13 +236,25 @@ def randomized_layers(ctx: Context) -> list:
 
 
 LAYER_BUILDERS = (rollout_layers, mjx_physics_layers, env_and_bridge_layers, randomized_layers)
+# An env label's backend and MJX implementation.
+LABELS = {"mujoco": ("mujoco", "jax"), "mjx": ("mjx", "jax"), "warp": ("mjx", "warp")}
+
+
+def make_env(label: str, n: int, cfg, args, devices):
+    from mjx_env.env import Go2Env
+    backend, impl = LABELS[label]
+    return Go2Env(n, backend, cfg, nthread=args.threads, device=devices.jax if backend == "mjx" else None,
+                  mjx_impl=impl)
 
 # Each layer's ratio to the layer beneath it (printed beside it), and further ratios of interest.
 BENEATH = {"rollout_mt": "rollout_1t", "env_mujoco": "rollout_mt", "bridge_mujoco": "env_mujoco",
            "env_mjx": "mjx_physics", "bridge_mjx": "env_mjx",
            "env_mujoco_dr": "env_mujoco", "env_mujoco_dr_nofl": "env_mujoco", "env_mujoco_dr_nominal": "env_mujoco",
-           "env_mjx_dr": "env_mjx", "env_mjx_dr_nofl": "env_mjx", "env_mjx_dr_nominal": "env_mjx"}
-RATIOS = [(a, b) for a, b in BENEATH.items()] + [("mjx_physics", "rollout_mt"), ("env_mjx", "env_mujoco")]
+           "env_mjx_dr": "env_mjx", "env_mjx_dr_nofl": "env_mjx", "env_mjx_dr_nominal": "env_mjx",
+           "env_warp": "warp_physics", "bridge_warp": "env_warp",
+           "env_warp_dr": "env_warp", "env_warp_dr_nofl": "env_warp", "env_warp_dr_nominal": "env_warp"}
+RATIOS = [(a, b) for a, b in BENEATH.items()] + [("mjx_physics", "rollout_mt"), ("env_mjx", "env_mujoco"),
+                                                 ("warp_physics", "mjx_physics"), ("env_warp", "env_mjx")]
 
 
 class TrainTimer:
@@ -282,7 +298,6 @@ def bench_count(n: int, args, devices) -> dict:
     import numpy as np
 
     from mjx_env.config import TaskConfig
-    from mjx_env.env import Go2Env
 
     cfg = TaskConfig()
     substeps = cfg.env.substeps
@@ -291,17 +306,23 @@ def bench_count(n: int, args, devices) -> dict:
     # the default pose; no env falls or resets), from the same state.
     actions_np = np.zeros((n, 12), np.float32)
     envs = {}
-    for backend in args.backends:
-        env = Go2Env(n, backend, cfg, nthread=args.threads,
-                     device=devices.jax if backend == "mjx" else None)
-        if backend == "mjx":
+    labels = [b if b == "mujoco" else {"jax": "mjx", "warp": "warp"}[i]
+              for b in args.backends for i in (["jax"] if b == "mujoco" else args.mjx_impl)]
+    for label in labels:
+        env = make_env(label, n, cfg, args, devices)
+        if label != "mujoco":
             s0 = env.reset(jax.random.PRNGKey(0))
             a0 = jax.device_put(jnp.asarray(actions_np), env.device)
             t0 = time.perf_counter()
-            env.step = env.step.lower(s0, a0).compile()     # AOT: compile time apart from the rest
-            compile_s["env_mjx"] = time.perf_counter() - t0
-        envs[backend] = env
-    ref = envs.get("mujoco") or envs["mjx"]
+            # AOT: compile time apart from the rest (Warp's env step is its checked step, which
+            # env.step calls and reads the overflow bits of every few steps)
+            if label == "warp":
+                env.step_checked = env.step_checked.lower(s0, a0).compile()
+            else:
+                env.step = env.step.lower(s0, a0).compile()
+            compile_s[f"env_{label}"] = time.perf_counter() - t0
+        envs[label] = env
+    ref = envs.get("mujoco") or envs.get("mjx") or envs["warp"]
     state = ref.reset(jax.random.PRNGKey(0))
     for _ in range(25):                 # drop from the initial height and settle on the feet
         state = ref.step(state, jnp.zeros((n, 12)))
@@ -501,8 +522,12 @@ def main(argv=None) -> int:
     p = OneLineParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 512, 4096])
     p.add_argument("--backends", nargs="+", default=["mujoco", "mjx"])
+    p.add_argument("--mjx-impl", "--mjx_impl", dest="mjx_impl", nargs="+", default=["jax"],
+                   help="MJX's implementation(s) for the mjx layers: jax (default), warp, or jax warp side by side "
+                        "(warp: pip install -e '.[warp]')")
     p.add_argument("--train-backends", nargs="*", default=None,
-                   help="backends to time a PPO iteration with (default: the one train.py picks)")
+                   help="backends to time a PPO iteration with: mujoco, mjx or warp (MJX's Warp implementation); "
+                        "default: the one train.py picks")
     p.add_argument("--train-iterations", type=int, default=1, help="PPO iterations per round")
     p.add_argument("--repeats", type=int, default=5, help="rounds: measurements of every layer, interleaved")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
@@ -541,15 +566,24 @@ def bench(args) -> int:
     if args.repeats < 1 or args.train_iterations < 1:
         raise UserError(f"--repeats and --train-iterations must be >= 1, got {args.repeats} "
                         f"and {args.train_iterations}")
-    for b in args.backends + (args.train_backends or []):
+    for b in args.backends:
         check_backend(b, ("mjx", "mujoco"), flag="backend")
+    from mjx_env.physics import check_impl
+    for impl in args.mjx_impl:
+        check_impl(impl)
+    if "warp" in args.mjx_impl and "mjx" not in args.backends:
+        raise UserError("--mjx-impl warp times MJX's Warp implementation: add mjx to --backends")
+    for b in args.train_backends or []:
+        check_backend(b, ("mjx", "mujoco", "warp"), flag="train backend")
+        if b != "mujoco" and (LABELS[b][1] not in args.mjx_impl or "mjx" not in args.backends):
+            raise UserError(f"--train-backends {b} needs its env layer: --backends mjx --mjx-impl {LABELS[b][1]}")
     from bridge import device as devmod
     from mjx_env.config import TaskConfig
     from mjx_env.physics import cpu_threads
     devices = devmod.resolve(args.device, args.matmul_precision)
     if args.train_backends is None:
-        auto = "mjx" if devices.is_gpu else "mujoco"
-        args.train_backends = [auto] if auto in args.backends else []
+        auto = ("mjx" if "jax" in args.mjx_impl else "warp") if devices.is_gpu else "mujoco"
+        args.train_backends = [auto] if LABELS[auto][0] in args.backends else []
     report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
               "device": devices.name, "matmul_precision": args.matmul_precision, "threads": args.threads or cpu_threads(), "versions": versions(),
               "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,

@@ -31,7 +31,8 @@ from demos.npz import state_names
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
 from mjx_env.files import sha256
-from tools.cli import add_commands, add_device, add_model, add_perturbations, check_backend, run
+from tools.cli import (add_commands, add_device, add_model, add_perturbations, check_backend,
+                       check_mjx_impl, run)
 
 def command_list(args, rng) -> list:
     """One command per episode: the grid, cycled, or uniform samples in the ranges."""
@@ -58,6 +59,7 @@ def collect(args) -> dict:
     if args.episodes < 1 or args.num_envs < 1 or args.duration <= 0:
         raise UserError("--episodes and --num_envs must be >= 1 and --duration > 0")
     check_backend(args.backend)
+    check_mjx_impl(getattr(args, "mjx_impl", "jax"), args.backend)
     out = Path(args.out)
     if not out.parent.exists():
         raise UserError(f"output folder {out.parent} does not exist")

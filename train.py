@@ -25,7 +25,7 @@ from pathlib import Path
 import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
 from bridge.distributed import Group
 from mjx_env.errors import OneLineParser, UserError
-from tools.cli import add_actor_inputs, add_device, add_model, check_backend
+from tools.cli import add_actor_inputs, add_device, add_model, check_backend, check_mjx_impl
 
 REPO = Path(__file__).resolve().parent
 
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("-B", "--num_envs", type=int, default=4096, help="parallel environments")
     p.add_argument("--max_iterations", type=int, default=10000, help="PPO iterations to run (more, on --resume)")
     add_device(p, device_help="cuda:0 when torch and JAX both see a GPU, else cpu")
-    add_model(p, backend="auto", backend_help="auto (mjx on GPU, mujoco on CPU), mjx or mujoco")
+    add_model(p, backend="auto", backend_help="auto (mjx on GPU, mujoco on CPU; mjx with --mjx-impl warp), mjx or mujoco")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
     p.add_argument("--log_root", default=str(REPO / "logs"), help=argparse.SUPPRESS)
@@ -199,6 +199,7 @@ def check_flags(args) -> None:
     if args.save_interval < 1:
         raise UserError(f"--save_interval must be >= 1, got {args.save_interval}")
     check_backend(args.backend, ("auto", "mjx", "mujoco"))
+    check_mjx_impl(args.mjx_impl, "mjx" if args.backend == "auto" else args.backend)
     if not re.fullmatch(r"[\w.\-]+", args.exp_name):
         raise UserError(f"--exp_name {args.exp_name!r} must be a plain name (letters, digits, . _ -)")
     if args.logger not in ("tensorboard", "wandb"):
@@ -259,6 +260,11 @@ def save_cfgs(cfg, train_cfg: dict, args, inputs, backend: str, devices, model, 
                      actor_inputs=dataclasses.asdict(inputs),
                      randomization=dataclasses.asdict(cfg.randomization),
                      world_size=world_size, matmul_precision=args.matmul_precision)
+    if backend == "mjx":
+        saved_cfg.update(mjx_impl=args.mjx_impl)
+        if args.mjx_impl == "warp":
+            from mjx_env.config import WarpConfig
+            saved_cfg.update(warp=dataclasses.asdict(WarpConfig()))
     cfgs_path = log_dir / "cfgs.pkl"
     if args.resume and cfgs_path.exists():
         cfgs_path = log_dir / f"cfgs_resume_{start_it}.pkl"
@@ -270,7 +276,10 @@ def run(args, group: Group) -> int:
     check_flags(args)
     from bridge import device as devmod
     devices = devmod.resolve(args.device, args.matmul_precision)
-    backend = args.backend if args.backend != "auto" else ("mjx" if devices.is_gpu else "mujoco")
+    # auto: MJX on a GPU, C MuJoCo on the CPU; --mjx-impl warp asks for MJX wherever it runs.
+    # (Once a GPU has confirmed Warp's speed here, auto on a GPU should pick mjx with impl warp.)
+    backend = args.backend if args.backend != "auto" else (
+        "mjx" if devices.is_gpu or args.mjx_impl != "jax" else "mujoco")
 
     import numpy as np
     import torch
@@ -306,10 +315,12 @@ def run(args, group: Group) -> int:
     from mjx_env.env import Go2Env
     from bridge.vec_env import Go2VecEnv
 
-    env = Go2Env(args.num_envs, backend, cfg, model=model, device=devices.jax if backend == "mjx" else None)
+    env = Go2Env(args.num_envs, backend, cfg, model=model, device=devices.jax if backend == "mjx" else None,
+                 mjx_impl=args.mjx_impl)
     vec_env = Go2VecEnv(env, seed=seed, log_every=train_cfg["num_steps_per_env"], lin_vel_group=args.estimator)
     where = f"[train {group}]" if group.is_distributed else "[train]"
-    print(f"{where} backend={backend} device={devices.name} num_envs={args.num_envs} seed={seed} "
+    impl = f" mjx_impl={args.mjx_impl}" if args.mjx_impl != "jax" else ""
+    print(f"{where} backend={backend} device={devices.name}{impl} num_envs={args.num_envs} seed={seed} "
           f"model={model.xml_path} log_dir={log_dir}", flush=True)
     if group.is_main:
         save_cfgs(cfg, train_cfg, args, inputs, backend, devices, model, log_dir, start_it, group.world_size)

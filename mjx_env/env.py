@@ -5,16 +5,18 @@
     state = env.step(state, actions)          # actions: (num_envs, 12)
 
 reset and step are pure functions of their inputs; finished envs are reset inside step.
+With mjx_impl="warp" (MJX's Warp implementation), step also reads Warp's buffer-overflow bits on
+the host every WarpConfig.overflow_check_every steps and stops with one line if contacts were lost.
 """
 from __future__ import annotations
 
 import jax
 import numpy as np
 
-from mjx_env.config import TaskConfig
+from mjx_env.config import TaskConfig, WarpConfig
 from mjx_env.errors import UserError
 from mjx_env.model import Go2Model, load_go2
-from mjx_env.physics import BACKENDS, MjxPhysics, MujocoPhysics
+from mjx_env.physics import BACKENDS, MjxPhysics, MujocoPhysics, check_impl, warp_overflow_names
 from mjx_env.randomize import write_fields
 from mjx_env.task import Go2Task
 
@@ -22,15 +24,25 @@ from mjx_env.task import Go2Task
 class Go2Env:
     def __init__(self, num_envs: int = 4096, backend: str = "mjx", cfg: TaskConfig | None = None,
                  xml_path=None, nthread: int | None = None, model: Go2Model | None = None,
-                 device: jax.Device | None = None):
+                 device: jax.Device | None = None, mjx_impl: str = "jax", warp: WarpConfig | None = None):
+        """mjx_impl: MJX's implementation, "jax" (default) or "warp" (backend "mjx" only)."""
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        check_impl(mjx_impl)
+        if mjx_impl != "jax" and backend != "mjx":
+            raise UserError(f"--mjx-impl {mjx_impl} chooses MJX's implementation: it needs --backend mjx, "
+                            f"not {backend}")
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise UserError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.cfg = cfg or TaskConfig()
         self.cfg.validate()
+        if mjx_impl == "warp" and self.cfg.randomization.enabled:
+            raise UserError("--randomize with --mjx-impl warp is refused: its per-env model fields under MuJoCo "
+                            "Warp have not been checked against C MuJoCo here yet (use --mjx-impl jax)")
         self.num_envs = int(num_envs)
         self.backend = backend
+        self.mjx_impl = mjx_impl
+        self.warp = warp or WarpConfig()
         # Every array of the state is committed to this device, so that arrays arriving from
         # torch (committed too) never change the jit cache key: one compilation per function.
         # The mujoco backend steps on the host, so its task arrays stay on the CPU as well.
@@ -59,7 +71,31 @@ class Go2Env:
         self.with_jump = jax.jit(jax.vmap(task.with_jump))     # (state, jump (n,) bool, height (n,))
         reset_jit = jax.jit(reset)
         self.reset = lambda key: reset_jit(jax.device_put(key, self.device))
-        if backend == "mjx":
+        if backend == "mjx" and mjx_impl == "warp":
+            self.physics = MjxPhysics(self.model, substeps, device=self.device,
+                                      mj_model=rand.mjx_model(self.model.mj_model), impl="warp",
+                                      num_envs=self.num_envs, warp=self.warp)
+
+            def step_checked(state, action):
+                state, action, bad, ctrl = before(state, action)
+                fields = jax.vmap(rand.fields)(state.dr) if randomized else None
+                qpos, qvel, overflow = self.physics.advance_checked(state.qpos, state.qvel, ctrl, fields)
+                return after(state, action, bad, qpos, qvel), overflow
+
+            self.step_checked = jax.jit(step_checked)
+            self._overflow = []            # overflow scalars of the steps not yet read
+
+            def step(state, action):
+                state, overflow = self.step_checked(state, action)
+                # Keep the device scalar and read the lot every few steps, when long computed:
+                # the hot step itself never waits on the host.
+                self._overflow.append(overflow)
+                if len(self._overflow) >= self.warp.overflow_check_every:
+                    self.check_overflow()
+                return state
+
+            self.step = step
+        elif backend == "mjx":
             self.physics = MjxPhysics(self.model, substeps, device=self.device,
                                       mj_model=rand.mjx_model(self.model.mj_model))
 
@@ -88,6 +124,19 @@ class Go2Env:
                 return new
 
             self.step = step
+
+    def check_overflow(self) -> None:
+        """mjx_impl="warp": raise one line if any step since the last check overflowed Warp's
+        contact or constraint buffers (the physics of those steps lost contacts)."""
+        pending, self._overflow = self._overflow, []
+        if not pending:
+            return
+        bits = int(np.bitwise_or.reduce(np.asarray(jax.device_get(pending), dtype=np.int64)))
+        if bits:
+            p = self.physics
+            raise UserError(f"MuJoCo Warp's buffers overflowed ({warp_overflow_names(bits)}; naconmax={p.naconmax} "
+                            f"for {self.num_envs} envs, njmax={p.njmax}): contacts or constraints were dropped; "
+                            "raise WarpConfig.buffer_margin (mjx_env/config.py)")
 
     def _write_models(self, state) -> None:
         """mujoco backend: bring each env's MjModel to its state's draws. After our own step only the

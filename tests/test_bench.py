@@ -94,6 +94,9 @@ def test_training_iteration_split(report):
     (["--num-envs", "0"], "bench.py: error: --num-envs must be >= 1, got 0"),
     (["--repeats", "0"], "bench.py: error: --repeats and --train-iterations must be >= 1, got 0 and 1"),
     (["--phi", "--phi-horizon", "0"], "bench.py: error: --phi-batch and --phi-horizon must be >= 1"),
+    (["--mjx-impl", "cuda"], "bench.py: error: unknown --mjx-impl 'cuda': choose jax or warp"),
+    (["--train-backends", "warp"],
+     "bench.py: error: --train-backends warp needs its env layer: --backends mjx --mjx-impl warp"),
 ])
 def test_bad_flag_one_line(tmp_path, flags, message):
     r = subprocess.run([sys.executable, str(REPO / "bench.py"), *flags, "--json", str(tmp_path / "x")],

@@ -277,3 +277,66 @@ def test_cuda1_on_a_two_gpu_machine(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
     finally:
         resolve("cuda:0")
+
+
+# ---- MJX's Warp implementation on a GPU (--mjx-impl warp; needs the extra: pip install -e ".[warp]")
+def _needs_warp():
+    from mjx_env.physics import _import_mjx
+    _import_mjx()
+    from mujoco.mjx import warp as mjxw
+    if not mjxw.WARP_INSTALLED:
+        pytest.skip('warp-lang is not installed (pip install -e ".[warp]")')
+
+
+@pytest.mark.gpu
+def test_warp_on_cuda_matches_c_mujoco(cuda0):
+    """tests/test_warp.py's CPU parity, with MuJoCo Warp's kernels on the GPU: the same bounds as
+    MJX-JAX's against C MuJoCo."""
+    _needs_warp()
+    n = 16
+    gpu_env, mj_env = Go2Env(n, "mjx", CFG, device=cuda0.jax, mjx_impl="warp"), Go2Env(n, "mujoco", CFG)
+    s1, s2 = gpu_env.reset(jax.random.PRNGKey(1)), mj_env.reset(jax.random.PRNGKey(1))
+    rng = np.random.default_rng(0)
+    for t in range(50):
+        a = rng.normal(0.0, 0.3, (n, 12)).astype(np.float32)
+        s1, s2 = gpu_env.step(s1, jax.device_put(a, cuda0.jax)), mj_env.step(s2, jnp.asarray(a))
+        tol = 1e-5 if t < 2 else 1e-3
+        np.testing.assert_allclose(np.asarray(s1.obs), np.asarray(s2.obs), atol=tol, err_msg=f"step {t}")
+        np.testing.assert_allclose(np.asarray(s1.reward), np.asarray(s2.reward), atol=tol * 0.1)
+        np.testing.assert_array_equal(np.asarray(s1.terminated), np.asarray(s2.terminated))
+    assert list(s1.obs.devices()) == [cuda0.jax]
+    gpu_env.check_overflow()
+    mj_env.close()
+
+
+@pytest.mark.gpu
+def test_one_ppo_iteration_with_warp_on_cuda0(tmp_path):
+    _needs_warp()
+    import pickle
+    r = _run("train.py", "--device", "cuda:0", "--mjx-impl", "warp", "-B", "1024", "--max_iterations", "1",
+             "-e", "warp", "--log_root", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "backend=mjx device=cuda:0 mjx_impl=warp" in r.stdout
+    saved = pickle.loads((tmp_path / "warp" / "cfgs.pkl").read_bytes())[-1]
+    assert saved["backend"] == "mjx" and saved["mjx_impl"] == "warp" and saved["warp"]["iterations"] == 20
+    assert (tmp_path / "warp" / "model_0.pt").is_file()
+
+
+@pytest.mark.gpu
+def test_warp_training_on_cuda_compiles_once_over_three_iterations(cuda0):
+    _needs_warp()
+    env = Go2Env(256, "mjx", CFG, device=cuda0.jax, mjx_impl="warp")
+    vec = Go2VecEnv(env, seed=0, log_every=8)
+    runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg(num_steps_per_env=8)), log_dir=None,
+                       device=str(cuda0.torch))
+    vec.step(torch.zeros(256, 12, device=cuda0.torch))
+    compiles = []
+    listener = lambda name, duration, **kw: compiles.append(name) if "backend_compile" in name else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with jax.transfer_guard("disallow"):        # the overflow check's reads are explicit
+            runner.learn(num_learning_iterations=3, init_at_random_ep_len=True)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == [] and env.step_checked._cache_size() == 1
+    env.check_overflow()

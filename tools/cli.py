@@ -19,9 +19,28 @@ def add_device(p, device_help: str | None = DEVICE_HELP) -> None:
 
 def add_model(p, backend: str = "mujoco", backend_help: str = "mujoco (default) or mjx",
               xml_help: str | None = XML_HELP) -> None:
-    """--xml-path and --backend (train, play, collect)."""
+    """--xml-path, --backend and --mjx-impl (train, play, collect)."""
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None, help=xml_help)
     p.add_argument("--backend", default=backend, help=backend_help)
+    add_mjx_impl(p)
+
+
+MJX_IMPL_HELP = ("MJX's implementation with --backend mjx: jax (default) or warp, MuJoCo Warp's kernels "
+                 "(optional extra: pip install -e '.[warp]')")
+
+
+def add_mjx_impl(p) -> None:
+    """--mjx-impl (train, play, collect, bench)."""
+    p.add_argument("--mjx-impl", "--mjx_impl", dest="mjx_impl", default="jax", help=MJX_IMPL_HELP)
+
+
+def check_mjx_impl(impl: str, backend: str) -> None:
+    """One line for an unknown implementation, a missing extra, or warp with a backend other than mjx."""
+    from mjx_env.physics import check_impl
+    check_impl(impl)
+    if impl != "jax" and backend != "mjx":
+        raise UserError(f"--mjx-impl {impl} chooses MJX's implementation: add --backend mjx "
+                        f"(--backend {backend} steps C MuJoCo)")
 
 
 def check_backend(name: str, allowed=BACKENDS, flag: str = "--backend") -> None:

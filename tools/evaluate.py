@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from mjx_env.errors import UserError
-from tools.cli import check_backend, value_range
+from tools.cli import check_backend, check_mjx_impl, value_range
 
 
 VX_BIN = 0.25      # m/s: the commanded-speed bins of the signed v_x bias
@@ -33,6 +33,7 @@ def evaluate(args) -> dict:
     if args.episodes < 1 or args.duration <= 0:
         raise UserError("--episodes must be >= 1 and --duration > 0")
     check_backend(args.backend)
+    check_mjx_impl(getattr(args, "mjx_impl", "jax"), args.backend)
     if args.plot:
         from tools.plots import check_target
         check_target(args.plot)

@@ -31,7 +31,8 @@ class PolicyLoop:
         self.inputs = self.actor.inputs                     # the env observes what the actor reads
         cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(self.inputs.history_length, self.inputs.actor_lin_vel))
         self.jump_every, self.jump_height = jump_schedule(args, cfg), args.jump
-        self.env = Go2Env(num_envs, args.backend, cfg, xml_path=args.xml_path, device=devices.jax)
+        self.env = Go2Env(num_envs, args.backend, cfg, xml_path=args.xml_path, device=devices.jax,
+                          mjx_impl=getattr(args, "mjx_impl", "jax"))
         self.n = num_envs
         self._pd = jax.jit(jax.vmap(self.env.task.pd_targets))
         # The velocity estimator's error (m/s, body x y z), summed over the steps seen, if the actor has one.
