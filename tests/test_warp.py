@@ -37,6 +37,7 @@ def envs():
 
 
 @needs_warp
+@pytest.mark.slow       # Warp's kernel build and two MJX compiles: minutes on 2 cores
 def test_warp_matches_c_mujoco_and_mjx_jax_through_a_landing(envs):
     """Same states and actions on the three: 16 robots dropped from the reset height land on their
     feet and stand (zero actions), 30 steps; env 3 gets a NaN action at step 10 (reset there, the
@@ -72,6 +73,7 @@ def test_warp_matches_c_mujoco_and_mjx_jax_through_a_landing(envs):
 
 
 @needs_warp
+@pytest.mark.slow       # Warp's kernel build and two MJX compiles: minutes on 2 cores
 def test_torch_sees_warp_state_without_copy(envs):
     from bridge.vec_env import Go2VecEnv
     vec = Go2VecEnv(envs["warp"], seed=0, log_every=4)
@@ -83,6 +85,7 @@ def test_torch_sees_warp_state_without_copy(envs):
 
 
 @needs_warp
+@pytest.mark.slow       # Warp's kernel build and two MJX compiles: minutes on 2 cores
 def test_buffer_overflow_is_reported_in_one_line(envs):
     """Buffers far too small (a tenth of a contact per world): Warp sets its overflow bits and the
     env stops with one line instead of stepping on without those contacts."""
