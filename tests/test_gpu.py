@@ -181,12 +181,13 @@ def test_dlpack_zero_copy_on_cuda_both_ways(cuda0):
     np.testing.assert_array_equal(np.asarray(as_jax), actions.cpu().numpy())
 
 
-@pytest.mark.gpu
-def test_cuda_training_compiles_once_and_makes_no_host_transfer(cuda0):
-    vec = Go2VecEnv(Go2Env(256, "mjx", CFG, device=cuda0.jax), seed=0, log_every=8)
+def compiles_during_three_iterations(env, cuda0) -> list:
+    """The XLA compiles of three PPO iterations on cuda:0 after a warm-up step, with implicit
+    host transfers disallowed (explicit reads, e.g. Warp's overflow check, stay allowed)."""
+    vec = Go2VecEnv(env, seed=0, log_every=8)
     runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg(num_steps_per_env=8)), log_dir=None,
                        device=str(cuda0.torch))
-    vec.step(torch.zeros(256, 12, device=cuda0.torch))
+    vec.step(torch.zeros(env.num_envs, 12, device=cuda0.torch))
     compiles = []
     listener = lambda name, duration, **kw: compiles.append(name) if "backend_compile" in name else None
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -195,7 +196,13 @@ def test_cuda_training_compiles_once_and_makes_no_host_transfer(cuda0):
             runner.learn(num_learning_iterations=3, init_at_random_ep_len=True)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    assert compiles == [] and vec.env.step._cache_size() == 1
+    return compiles
+
+
+@pytest.mark.gpu
+def test_cuda_training_compiles_once_and_makes_no_host_transfer(cuda0):
+    env = Go2Env(256, "mjx", CFG, device=cuda0.jax)
+    assert compiles_during_three_iterations(env, cuda0) == [] and env.step._cache_size() == 1
 
 
 @pytest.mark.gpu
@@ -245,8 +252,14 @@ def test_play_and_collect_with_the_mjx_backend(tmp_path):
 def test_mjx_on_the_gpu_matches_c_mujoco_under_highest_precision(cuda0):
     """tests/test_backends.py's parity bounds, unchanged, with MJX on the GPU ('highest' matmuls)."""
     assert jax.config.jax_default_matmul_precision == "highest"
+    gpu_parity_with_c_mujoco(cuda0, "jax")
+
+
+def gpu_parity_with_c_mujoco(cuda0, mjx_impl):
+    """16 envs, 50 steps of the same random actions on MJX (on cuda:0) and C MuJoCo, within
+    tests/test_backends.py's bounds; returns the GPU env and its last state."""
     n = 16
-    gpu_env, mj_env = Go2Env(n, "mjx", CFG, device=cuda0.jax), Go2Env(n, "mujoco", CFG)
+    gpu_env, mj_env = Go2Env(n, "mjx", CFG, device=cuda0.jax, mjx_impl=mjx_impl), Go2Env(n, "mujoco", CFG)
     s1, s2 = gpu_env.reset(jax.random.PRNGKey(1)), mj_env.reset(jax.random.PRNGKey(1))
     rng = np.random.default_rng(0)
     for t in range(50):
@@ -257,6 +270,7 @@ def test_mjx_on_the_gpu_matches_c_mujoco_under_highest_precision(cuda0):
         np.testing.assert_allclose(np.asarray(s1.reward), np.asarray(s2.reward), atol=tol * 0.1)
         np.testing.assert_array_equal(np.asarray(s1.terminated), np.asarray(s2.terminated))
     mj_env.close()
+    return gpu_env, s1
 
 
 @pytest.mark.gpu
@@ -293,20 +307,9 @@ def test_warp_on_cuda_matches_c_mujoco(cuda0):
     """tests/test_warp.py's CPU parity, with MuJoCo Warp's kernels on the GPU: the same bounds as
     MJX-JAX's against C MuJoCo."""
     _needs_warp()
-    n = 16
-    gpu_env, mj_env = Go2Env(n, "mjx", CFG, device=cuda0.jax, mjx_impl="warp"), Go2Env(n, "mujoco", CFG)
-    s1, s2 = gpu_env.reset(jax.random.PRNGKey(1)), mj_env.reset(jax.random.PRNGKey(1))
-    rng = np.random.default_rng(0)
-    for t in range(50):
-        a = rng.normal(0.0, 0.3, (n, 12)).astype(np.float32)
-        s1, s2 = gpu_env.step(s1, jax.device_put(a, cuda0.jax)), mj_env.step(s2, jnp.asarray(a))
-        tol = 1e-5 if t < 2 else 1e-3
-        np.testing.assert_allclose(np.asarray(s1.obs), np.asarray(s2.obs), atol=tol, err_msg=f"step {t}")
-        np.testing.assert_allclose(np.asarray(s1.reward), np.asarray(s2.reward), atol=tol * 0.1)
-        np.testing.assert_array_equal(np.asarray(s1.terminated), np.asarray(s2.terminated))
+    gpu_env, s1 = gpu_parity_with_c_mujoco(cuda0, "warp")
     assert list(s1.obs.devices()) == [cuda0.jax]
     gpu_env.check_overflow()
-    mj_env.close()
 
 
 @pytest.mark.gpu
@@ -326,17 +329,5 @@ def test_one_ppo_iteration_with_warp_on_cuda0(tmp_path):
 def test_warp_training_on_cuda_compiles_once_over_three_iterations(cuda0):
     _needs_warp()
     env = Go2Env(256, "mjx", CFG, device=cuda0.jax, mjx_impl="warp")
-    vec = Go2VecEnv(env, seed=0, log_every=8)
-    runner = Go2Runner(vec, copy.deepcopy(ppo_train_cfg(num_steps_per_env=8)), log_dir=None,
-                       device=str(cuda0.torch))
-    vec.step(torch.zeros(256, 12, device=cuda0.torch))
-    compiles = []
-    listener = lambda name, duration, **kw: compiles.append(name) if "backend_compile" in name else None
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        with jax.transfer_guard("disallow"):        # the overflow check's reads are explicit
-            runner.learn(num_learning_iterations=3, init_at_random_ep_len=True)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    assert compiles == [] and env.step_checked._cache_size() == 1
+    assert compiles_during_three_iterations(env, cuda0) == [] and env.step_checked._cache_size() == 1
     env.check_overflow()
