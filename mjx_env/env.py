@@ -28,10 +28,7 @@ class Go2Env:
         """mjx_impl: MJX's implementation, "jax" (default) or "warp" (backend "mjx" only)."""
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        check_impl(mjx_impl)
-        if mjx_impl != "jax" and backend != "mjx":
-            raise UserError(f"--mjx-impl {mjx_impl} chooses MJX's implementation: it needs --backend mjx, "
-                            f"not {backend}")
+        check_impl(mjx_impl, backend)
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise UserError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.cfg = cfg or TaskConfig()

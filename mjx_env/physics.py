@@ -56,9 +56,13 @@ def check_warp() -> None:
         raise UserError(f"--mjx-impl warp needs MJX's Warp implementation (warp-lang): {WARP_INSTALL}")
 
 
-def check_impl(impl: str) -> None:
+def check_impl(impl: str, backend: str = "mjx") -> None:
+    """One line for an unknown implementation, a missing extra, or warp with a backend other than mjx."""
     if impl not in IMPLS:
         raise UserError(f"unknown --mjx-impl {impl!r}: choose jax or warp")
+    if impl != "jax" and backend != "mjx":
+        raise UserError(f"--mjx-impl {impl} chooses MJX's implementation: add --backend mjx "
+                        f"(--backend {backend} steps C MuJoCo)")
     if impl == "warp":
         check_warp()
 

@@ -35,12 +35,9 @@ def add_mjx_impl(p) -> None:
 
 
 def check_mjx_impl(impl: str, backend: str) -> None:
-    """One line for an unknown implementation, a missing extra, or warp with a backend other than mjx."""
+    """mjx_env.physics.check_impl, before anything is loaded."""
     from mjx_env.physics import check_impl
-    check_impl(impl)
-    if impl != "jax" and backend != "mjx":
-        raise UserError(f"--mjx-impl {impl} chooses MJX's implementation: add --backend mjx "
-                        f"(--backend {backend} steps C MuJoCo)")
+    check_impl(impl, backend)
 
 
 def check_backend(name: str, allowed=BACKENDS, flag: str = "--backend") -> None:
