@@ -72,8 +72,32 @@ def parse_args(argv=None):
     p.add_argument("--rolling-friction", "--rolling_friction", dest="rolling_friction", type=float, default=None,
                    metavar="R", help="with --randomize: draw the feet's rolling friction in U[0, R] and torsional "
                    "friction in U[0, 2R] per episode, in condim-6 foot contacts (Menagerie's feet: R = 0.01)")
+    p.add_argument("--reward-scale", "--reward_scale", dest="reward_scales", action="append", default=[],
+                   metavar="TERM=S", help="set one reward term's scale (repeatable), e.g. tracking_lin_vel=2; "
+                   "the terms and their seed scales: mjx_env/config.py RewardConfig")
     add_actor_inputs(p)
     return p.parse_args(argv)
+
+
+def reward_scales(scales: tuple, given: list[str]) -> tuple:
+    """scales (RewardConfig's (term, scale) rows) with each TERM=S given replacing its row's scale; a term
+    the config does not list joins at the end (the order rewards are summed in)."""
+    from mjx_env.rewards import REWARDS
+
+    rows = dict(scales)
+    for item in given:
+        name, eq, value = item.partition("=")
+        try:
+            v = float(value) if eq else math.nan
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v):
+            raise UserError(f"--reward-scale wants TERM=S with a finite number S, got {item!r}")
+        if name not in REWARDS or REWARDS[name].jump:
+            raise UserError(f"--reward-scale: unknown walking reward term {name!r}; known: "
+                            + ", ".join(k for k, t in REWARDS.items() if not t.jump))
+        rows[name] = v
+    return tuple(rows.items())
 
 
 def task_config(args):
@@ -92,6 +116,9 @@ def task_config(args):
         if not args.tracking_sigma > 0:
             raise UserError(f"--tracking-sigma must be > 0, got {args.tracking_sigma}")
         cfg = cfg.replace(reward=dataclasses.replace(cfg.reward, tracking_sigma=args.tracking_sigma))
+    if args.reward_scales:
+        cfg = cfg.replace(reward=dataclasses.replace(
+            cfg.reward, scales=reward_scales(cfg.reward.scales, args.reward_scales)))
     command = {}
     if args.random_resample_prob is not None:
         command["random_resample_prob"] = args.random_resample_prob

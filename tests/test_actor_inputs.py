@@ -219,3 +219,24 @@ def test_tracking_sigma_sets_the_reward_width():
     for c, want in ((CFG, np.exp(-0.01 / 0.25)), (cfg, np.exp(-0.01 / 0.05))):
         assert float(rewards.tracking_lin_vel(q, c)) == pytest.approx(want, rel=1e-6)
         assert float(rewards.tracking_ang_vel(q, c)) == pytest.approx(want, rel=1e-6)
+
+
+def test_reward_scale_flag_sets_one_row(capsys):
+    """--reward-scale TERM=S replaces that term's scale in place (the summing order stays the config's),
+    and the task multiplies the new scale by dt like every other; bad items are refused in one line."""
+    import train
+    from mjx_env.rewards import active_scales
+    cfg = train.task_config(train.parse_args(["--reward-scale", "tracking_lin_vel=2",
+                                              "--reward-scale", "tracking_ang_vel=0.5"]))
+    want = dict(TaskConfig().reward.scales, tracking_lin_vel=2.0, tracking_ang_vel=0.5)
+    assert cfg.reward.scales == tuple(want.items())
+    assert [k for k, _ in cfg.reward.scales] == [k for k, _ in TaskConfig().reward.scales]
+    assert active_scales(cfg)["tracking_lin_vel"] == pytest.approx(2.0 * cfg.env.dt)
+    assert active_scales(cfg)["lin_vel_z"] == active_scales(TaskConfig())["lin_vel_z"]
+    for bad, words in ((["--reward-scale", "speed=1"], "unknown walking reward term 'speed'"),
+                       (["--reward-scale", "jump_speed=1"], "unknown walking reward term 'jump_speed'"),
+                       (["--reward-scale", "tracking_lin_vel"], "TERM=S with a finite number"),
+                       (["--reward-scale", "tracking_lin_vel=nan"], "TERM=S with a finite number")):
+        assert train.main(bad + ["--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
