@@ -123,7 +123,10 @@ class Go2Dynamics:
     def rollout_vjp(self, x0, u_prev, U):
         """(X, pullback): pullback(X_bar) -> (x0_bar, u_prev_bar, U_bar). Compiled once per (B, H)."""
         X, pullback = self._vjp_jit(*self.check(x0, u_prev, U))
-        return X, lambda X_bar: self._pullback_jit(pullback, jnp.asarray(X_bar, X.dtype))
+        # X_bar committed to Φ's device, as check() commits the inputs: an uncommitted array (from
+        # numpy) and a committed one (from torch through DLPack) would otherwise lower to two
+        # programs, and the pullback's compile takes minutes on a CPU.
+        return X, lambda X_bar: self._pullback_jit(pullback, jax.device_put(jnp.asarray(X_bar, X.dtype), self.device))
 
     # ---- ahead-of-time compiled programs, for benchmarks (compile time measured apart) -------------
     def compile_forward(self, x0, u_prev, U):

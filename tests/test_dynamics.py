@@ -1,8 +1,8 @@
 """Φ (mjx_env/dynamics.py): the env's physics, its control law, its gradients, and its input checks.
 
 States come from the shipped walking policy (feet in contact, legs moving). Every rollout here has
-the same shape (B = 2, H = 32), so that each compiled program (forward, VJP, JVP) is built once for
-the module; MJX programs take long to compile on a CPU.
+the same shape (B = 2, H = 32), so that each compiled program (forward, VJP; JVP in the slow tests)
+is built once for the module; MJX programs take long to compile on a CPU.
 """
 import subprocess
 import sys
@@ -134,6 +134,33 @@ def random_like(rng, arrays, scale=1.0):
     return tuple(jnp.asarray(rng.normal(0.0, scale, a.shape), a.dtype) for a in arrays)
 
 
+FD_FILE = Path(__file__).with_name("data") / "phi_fd_float64.npz"
+
+
+def test_vjp_agrees_with_recorded_finite_differences(dyn):
+    """Reverse mode (float32, this module's VJP program) against central differences of the float64
+    physics, recorded by `python tests/fd_float64.py tests/data/phi_fd_float64.npz` (the slow test
+    below recomputes them). A recorded file with a tolerance: the differences' low bits depend on the
+    CPU that computed them, a 1e-2 bound does not (measured: 1.9e-3). Also exact: the actions that
+    reach no weighted state get a zero gradient."""
+    z = np.load(FD_FILE)
+    fd = z["fd"]
+    assert str(z["dtype"]) == "float64" and z["U"].shape == (B, H, 12)
+    assert abs(fd[1] - fd[0]) <= 1e-4 * abs(fd[1])                 # the differences had converged
+    assert abs(float(z["vjp"]) - fd[1]) <= 1e-6 * abs(fd[1])       # and matched the float64 VJP
+    _, pullback = dyn.rollout_vjp(z["x0"], z["u_prev"], z["U"])
+    g = pullback(z["w"])
+    last = max(k for k in range(H + 1) if np.any(z["w"][:, k]))   # the last weighted state
+    assert float(jnp.abs(g[2][:, last - 1:]).max()) == 0.0         # U[:, k] first moves X[:, k + 2]
+    assert float(jnp.abs(g[2][:, last - 2]).max()) > 0.0
+    vjp32 = directional(g, [jnp.asarray(z[k], jnp.float32) for k in ("v_x0", "v_u_prev", "v_U")])
+    assert abs(vjp32 - fd[1]) <= 1e-2 * abs(fd[1]), (vjp32, fd)
+    assert abs(vjp32) > 10.0
+
+
+# Forward mode compiles a program of its own (a minute and more on a 2-core CPU): the recorded
+# differences above check the VJP in the default run.
+@pytest.mark.slow
 @pytest.mark.parametrize("h", [16, 32])
 def test_vjp_agrees_with_jvp_while_walking(walk, dyn, h):
     """<w, J v> two ways: reverse mode (a random linear functional w of X) and forward mode (v).
@@ -215,7 +242,15 @@ def test_torch_dynamics_equals_jax_and_compiles_once(walk, dyn):
             np.testing.assert_allclose(a.grad.numpy(), g, rtol=1e-6, atol=1e-6 * float(jnp.abs(g).max()))
         return X
 
-    forward_backward(20)                       # compiles (or reuses) the forward and the VJP
+    # The JAX path alone compiles (or reuses) the forward, the VJP and the pullback, with an X_bar
+    # from numpy; the torch path's arrays come through DLPack, and must reuse all three.
+    X_jax, pullback = dyn.rollout_vjp(*window(walk, 20))
+    pullback(np.ones(X_jax.shape, np.float32))
+    dyn.rollout(*window(walk, 20))
+    programs = (dyn._rollout_jit, dyn._vjp_jit, dyn._pullback_jit)
+    sizes = [f._cache_size() for f in programs]
+    forward_backward(20)
+    assert [f._cache_size() for f in programs] == sizes
     compiles = []
 
     def listener(name, duration, **kw):
@@ -254,11 +289,14 @@ def applied(data, start):
 
 def test_phi_equals_rollout(walk, dyn):
     """phi(x0, U) = rollout(x0, U[:, 0], U[:, 1:]) on the H states the latter returns, bit for bit, and
-    the env's window (u_prev, actions) gives the same H+1 states as the applied actions (last_action)."""
+    the env's window (u_prev, actions) gives the same H+1 states as the applied actions (last_action).
+    (rollout's H-1 actions are padded with one that reaches no state, so that one compiled program of
+    (B, H) serves the whole module: test_latency_step_t_applies_action_t_minus_1 shows it reaches none.)"""
     x0, U = applied(walk, 30)
     X = dyn.phi(x0, U)
     assert X.shape == (B, H + 1, 37) and X.dtype == jnp.float32
-    np.testing.assert_array_equal(X[:, :H], dyn.rollout(x0, U[:, 0], U[:, 1:]))
+    unused = jnp.full_like(U[:, -1:], 0.7)
+    np.testing.assert_array_equal(X, dyn.rollout(x0, U[:, 0], jnp.concatenate([U[:, 1:], unused], 1)))
     np.testing.assert_array_equal(X, dyn.rollout(*window(walk, 30)))
     # U[:, k] drives step k: the last action reaches X[:, H], changing it changes nothing before
     X_last = dyn.phi(x0, U.at[:, -1].add(0.5))
