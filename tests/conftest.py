@@ -27,16 +27,20 @@ def ref_xml():
     return path
 
 
-@pytest.fixture(scope="session")
-def default_digests():
-    """tests/rollout_digest.py's digest of the default env on each backend (computed once)."""
-    from rollout_digest import rollout_digest
-    out = {}
-    for backend in ("mujoco", "mjx"):
+class _Digests(dict):
+    """backend -> tests/rollout_digest.py's digest of the default env, each computed when first asked
+    for (a worker that only checks the C MuJoCo backend never compiles the MJX one)."""
+    def __missing__(self, backend):
+        from rollout_digest import rollout_digest
         digest, events = rollout_digest(backend)
         assert min(events.values()) >= 1, events     # resampling, a reset, a time-out, a bad action happened
-        out[backend] = digest
-    return out
+        self[backend] = digest
+        return digest
+
+
+@pytest.fixture(scope="session")
+def default_digests():
+    return _Digests()
 
 
 def pytest_xdist_auto_num_workers(config):
