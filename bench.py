@@ -408,7 +408,7 @@ def bench_phi(args, devices) -> list:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     compilation_cache.reset_cache()
     cfg = TaskConfig()
-    dyn = Go2Dynamics(cfg=cfg, device=devices.jax)
+    dyn = Go2Dynamics(cfg=cfg, device=devices.jax, remat=args.phi_remat)
     # Standing robots (settled for 25 steps) with small random actions: feet stay in contact.
     env = Go2Env(1, "mujoco", cfg)
     s = env.reset(jax.random.PRNGKey(0))
@@ -458,7 +458,7 @@ def bench_phi(args, devices) -> list:
                 secs[name].append(measure(layers[name].fn, layers[name].sync, args.seconds,
                                           warmup=False, min_reps=1))
             ratio = summary([b / f for f, b in zip(secs["forward"], secs["forward_backward"])])
-            r = {"B": B, "H": H, "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
+            r = {"B": B, "H": H, "remat": dyn.remat, "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
                  "compile_cached_s": {"forward": t4 - t3, "forward_backward": t5 - t4},
                  "cached_values_and_gradients_equal": same,
                  "ratio_fwd_bwd_to_fwd": ratio["median"], "ratio_min": ratio["min"], "ratio_max": ratio["max"],
@@ -482,7 +482,8 @@ def phi_table(results) -> str:
     rows = []
     for r in results:
         f, fb, m = r["forward"], r["forward_backward"], r["memory_bytes"]
-        rows.append(f"phi B={r['B']:<5} H={r['H']:<3} forward {f['windows_per_s']:,.1f} windows/s "
+        remat = " remat" if r["remat"] else ""
+        rows.append(f"phi B={r['B']:<5} H={r['H']:<3}{remat} forward {f['windows_per_s']:,.1f} windows/s "
                     f"({f['control_steps_per_s']:,.0f} steps/s); forward+backward {fb['windows_per_s']:,.1f} "
                     f"windows/s ({fb['control_steps_per_s']:,.0f} steps/s); ratio {r['ratio_fwd_bwd_to_fwd']:.2f} "
                     f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]; XLA memory fwd {mb(m['forward'])}, "
@@ -542,6 +543,9 @@ def main(argv=None) -> int:
     p.add_argument("--phi", action="store_true", help="benchmark the differentiable rollout Φ instead")
     p.add_argument("--phi-batch", type=int, nargs="+", default=[128, 1024], help="Φ windows per call (B)")
     p.add_argument("--phi-horizon", type=int, nargs="+", default=[16, 32], help="Φ window lengths (H)")
+    p.add_argument("--phi-remat", action="store_true",
+                   help="Φ with remat=True: each control step recomputed in the backward pass (less memory, "
+                        "a slower compile)")
     args = p.parse_args(argv)
     return run("bench.py", lambda: bench(args))
 

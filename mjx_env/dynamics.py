@@ -20,8 +20,11 @@ is MjxPhysics.advance, the env's MJX step (substeps × sim_dt, the model's PD ac
 limits, a cold solver warm-start each period). Gradients are exact: the forward pass is MJX's own
 solver, untouched, and its derivative comes from the implicit function theorem at the solver's
 solution (mjx_env/mjx_patch.py; a test checks Φ against the env's states, and its gradients against
-finite differences in float64); each control step is a jax.checkpoint, so the backward pass stores
-one state per step and recomputes the rest.
+finite differences in float64). The backward pass keeps every control step's intermediate values
+(about 0.16 MiB per window and control step in float32: 160 MiB for B = 64, H = 16); remat=True
+makes each control step a jax.checkpoint instead, which stores one state per step and recomputes the
+rest, for batches and horizons whose intermediates do not fit, at the price of a backward program
+that compiles about three times slower (README, "Φ's compile").
 
 Compiling Φ's gradient takes minutes on a CPU, so Go2Dynamics turns on JAX's persistent compilation
 cache (process-wide; every later jit of the process uses it too) unless one is configured already:
@@ -63,8 +66,9 @@ def use_compile_cache(path=True) -> str | None:
 
 class Go2Dynamics:
     def __init__(self, xml_path=None, cfg: TaskConfig | None = None, device: jax.Device | None = None,
-                 compile_cache=True):
+                 compile_cache=True, remat: bool = False):
         self.compile_cache = use_compile_cache(compile_cache)
+        self.remat = bool(remat)
         self.cfg = cfg or TaskConfig()
         self.cfg.validate()
         self.model = load_go2(xml_path, self.cfg.env)
@@ -84,7 +88,6 @@ class Go2Dynamics:
         u_prev = jax.vmap(task.clean_action)(u_prev)[0]
         U = jax.vmap(jax.vmap(task.clean_action))(U)[0]
 
-        @jax.checkpoint
         def control_step(carry, action):
             x, last_action = carry
             ctrl = jax.vmap(task.pd_targets)(last_action, action)
@@ -92,7 +95,8 @@ class Go2Dynamics:
             x = jnp.concatenate([qpos, qvel], axis=1).astype(x0.dtype)
             return (x, action), x
 
-        _, xs = jax.lax.scan(control_step, (x0, u_prev), jnp.swapaxes(U, 0, 1))
+        step = jax.checkpoint(control_step) if self.remat else control_step
+        _, xs = jax.lax.scan(step, (x0, u_prev), jnp.swapaxes(U, 0, 1))
         return jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
 
     def phi_as_rollout(self, x0, U):
