@@ -72,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--rolling-friction", "--rolling_friction", dest="rolling_friction", type=float, default=None,
                    metavar="R", help="with --randomize: draw the feet's rolling friction in U[0, R] and torsional "
                    "friction in U[0, 2R] per episode, in condim-6 foot contacts (Menagerie's feet: R = 0.01)")
+    p.add_argument("--dr-range", "--dr_range", dest="dr_ranges", action="append", default=[],
+                   metavar="FIELD=LO,HI", help="with --randomize: one randomization range (repeatable), e.g. "
+                   "kp_scale_range=0.8,1.2; the fields and their defaults: mjx_env/config.py RandomizationConfig")
     p.add_argument("--reward-scale", "--reward_scale", dest="reward_scales", action="append", default=[],
                    metavar="TERM=S", help="set one reward term's scale (repeatable), e.g. tracking_lin_vel=2; "
                    "the terms and their seed scales: mjx_env/config.py RewardConfig")
@@ -98,6 +101,21 @@ def reward_scales(scales: tuple, given: list[str]) -> tuple:
                             + ", ".join(k for k, t in REWARDS.items() if not t.jump))
         rows[name] = v
     return tuple(rows.items())
+
+
+def dr_ranges(r, given: list[str]) -> dict:
+    """{field: (lo, hi)} from --dr-range FIELD=LO,HI items, each a range field of RandomizationConfig r."""
+    fields, out = r.ranges()[0], {}
+    for item in given:
+        name, eq, value = item.partition("=")
+        if name not in fields:
+            raise UserError(f"--dr-range: unknown randomization range {name!r}; known: {', '.join(fields)}")
+        try:
+            lo, hi = (float(v) for v in value.split(","))
+        except ValueError:
+            raise UserError(f"--dr-range wants FIELD=LO,HI (two numbers), got {item!r}") from None
+        out[name] = (lo, hi)
+    return out
 
 
 def task_config(args):
@@ -131,6 +149,11 @@ def task_config(args):
     if args.randomize or args.obs_noise:
         cfg = cfg.replace(randomization=dataclasses.replace(
             cfg.randomization, enabled=args.randomize, push=args.randomize, obs_noise=args.obs_noise))
+    if args.dr_ranges:
+        if not args.randomize:
+            raise UserError("--dr-range sets a randomization range: add --randomize")
+        cfg = cfg.replace(randomization=dataclasses.replace(cfg.randomization,
+                                                            **dr_ranges(cfg.randomization, args.dr_ranges)))
     if args.rolling_friction is not None:
         if not args.randomize:
             raise UserError("--rolling-friction is a randomization draw: add --randomize")

@@ -240,3 +240,23 @@ def test_reward_scale_flag_sets_one_row(capsys):
         assert train.main(bad + ["--device", "cpu"]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+
+
+def test_dr_range_flag_sets_one_range(capsys):
+    """--dr-range FIELD=LO,HI replaces that RandomizationConfig range and nothing else; it needs
+    --randomize, and an unknown field, a malformed value or an insane range is refused in one line."""
+    import train
+    from mjx_env.config import RandomizationConfig
+    cfg = train.task_config(train.parse_args(["--randomize", "--dr-range", "kp_scale_range=0.75,1.25",
+                                              "--dr-range", "joint_frictionloss_range=0,0.5"]))
+    want = dataclasses.replace(RandomizationConfig(), enabled=True, push=True, kp_scale_range=(0.75, 1.25),
+                               joint_frictionloss_range=(0.0, 0.5))
+    assert cfg.randomization == want
+    for bad, words in ((["--dr-range", "kp_scale_range=0.8,1.2"], "add --randomize"),
+                       (["--randomize", "--dr-range", "kp_range=0.8,1.2"], "unknown randomization range 'kp_range'"),
+                       (["--randomize", "--dr-range", "kp_scale_range=0.8"], "FIELD=LO,HI (two numbers)"),
+                       (["--randomize", "--dr-range", "kp_scale_range=1.2,0.8"], "low <= high"),
+                       (["--randomize", "--dr-range", "friction_range=-1,1"], "must not go below 0")):
+        assert train.main(bad + ["--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
