@@ -23,8 +23,8 @@ solution (mjx_env/mjx_patch.py; a test checks Φ against the env's states, and i
 finite differences in float64). The backward pass keeps every control step's intermediate values
 (about 0.16 MiB per window and control step in float32: 160 MiB for B = 64, H = 16); remat=True
 makes each control step a jax.checkpoint instead, which stores one state per step and recomputes the
-rest, for batches and horizons whose intermediates do not fit, at the price of a backward program
-that compiles about three times slower (README, "Φ's compile").
+rest, for batches and horizons whose intermediates do not fit, at the price of about a quarter fewer
+windows per second forward+backward; both compile in about the same time (README, "Φ benchmark").
 
 Compiling Φ's gradient takes minutes on a CPU, so Go2Dynamics turns on JAX's persistent compilation
 cache (process-wide; every later jit of the process uses it too) unless one is configured already:
