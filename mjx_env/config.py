@@ -172,6 +172,10 @@ class RandomizationConfig:
       joint damping, armature x[0.9, 1.1]: Playground Go1 randomizes armature x[1.0, 1.05].
       feet's torsional and rolling friction: off (0, 0) unless asked for; Menagerie's Go2 feet have
         0.02 and 0.01 in condim-6 contacts, which slow a walker trained without them.
+      drift: a steady horizontal acceleration of the whole robot per episode, each axis drawn in
+        drift_accel_range (m/s^2; off (0, 0) unless asked for; --dr-range drift_accel_range=-1,1
+        pulls as a slope of up to 6 degrees along each axis), so that walking at the commanded
+        speed needs feedback on the robot's own velocity.
       pushes: legged_gym kicks the base to up to 1 m/s every 15 s; here every U[5, 10] s, a kick of
         up to 1 m/s in a random horizontal direction, added to the base velocity.
       observation noise: legged_gym's noise scales and its uniform noise x noise_level x obs scale.
@@ -190,6 +194,7 @@ class RandomizationConfig:
     joint_armature_scale_range: tuple = (0.9, 1.1)
     foot_torsional_friction_range: tuple = (0.0, 0.0)    # opt-in (train.py --rolling-friction)
     foot_rolling_friction_range: tuple = (0.0, 0.0)
+    drift_accel_range: tuple = (0.0, 0.0)                # m/s^2, each horizontal axis (opt-in)
     push: bool = False
     push_interval_range_s: tuple = (5.0, 10.0)
     push_velocity_range: tuple = (0.0, 1.0)              # kick magnitude (m/s)

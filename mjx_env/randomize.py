@@ -25,7 +25,7 @@ from mjx_env.errors import ConfigError
 class Draw:
     name: str            # key in State.dr (and dr_<name> in the datasets)
     range: str           # its (low, high) field of RandomizationConfig
-    shape: str           # "": one number; "xyz": 3 numbers; "body": one per body; "dof": one per joint dof
+    shape: str           # "": one number; "xy", "xyz": 2, 3 numbers; "body": one per body; "dof": one per joint dof
     nominal: float | None  # the value that leaves the model as loaded (None: taken from the model)
     nonnegative: bool    # below 0 is not physics
     stat: str            # logged as: "value", "norm" (of the vector) or "mean" (over bodies / dofs)
@@ -50,6 +50,12 @@ DRAWS = (
          "sets the feet's and floor's torsional friction"),
     Draw("foot_rolling_friction", "foot_rolling_friction_range", "", 0.0, True, "value",
          "sets the feet's and floor's rolling friction"),
+    # Opt-in ((0, 0) by default): a steady horizontal acceleration of the whole robot for the
+    # episode, in the world frame (Randomizer.drift), as if gravity were tilted by atan(|a| / g).
+    # Not a model field: an open-loop gait walks at another speed under it, so only a policy that
+    # reads its own velocity keeps to the command.
+    Draw("drift_accel", "drift_accel_range", "xy", 0.0, False, "norm",
+         "adds its acceleration times dt to the base's velocity every control step"),
 )
 
 
@@ -98,12 +104,14 @@ class Randomizer:
         # Torsional and rolling friction act only in condim-6 contacts; with both ranges at 0 the
         # model and its fields stay exactly as loaded.
         self.rolling = r.enabled and max(r.foot_torsional_friction_range[1], r.foot_rolling_friction_range[1]) > 0
+        # With the drift range at (0, 0) the step is exactly as without the row.
+        self.drifts = r.enabled and tuple(r.drift_accel_range) != (0.0, 0.0)
 
     # ---- per-env physical parameters ---------------------------------------------------------
     def sample(self, key: jax.Array) -> dict:
         """The draws of one env (uniform in each range), a dict of small arrays."""
         k = jax.random.split(jax.random.fold_in(key, DRAW_STREAM), len(DRAWS))
-        shapes = {"": (), "xyz": (3,), "body": (self.nbody,), "dof": (len(self.dofs),)}
+        shapes = {"": (), "xy": (2,), "xyz": (3,), "body": (self.nbody,), "dof": (len(self.dofs),)}
         out = {}
         for i, d in enumerate(DRAWS):
             lo, hi = getattr(self.cfg, d.range)
@@ -181,6 +189,14 @@ class Randomizer:
         dv = jnp.where(kick, mag, 0.0) * jnp.stack([jnp.cos(angle), jnp.sin(angle)])
         qvel = qvel.at[self.bv:self.bv + 2].add(dv)
         return qvel, jnp.where(kick, self.push_interval(k_next), countdown)
+
+
+    # ---- drift ---------------------------------------------------------------------------------
+    def drift(self, d: dict, qvel: jax.Array) -> jax.Array:
+        """The episode's drift acting for one control period: its acceleration times dt added to the
+        base's world-frame horizontal velocity (the joints' velocities unchanged, so every body
+        gains the same), as pushes add theirs. A force spread over the period, applied at its start."""
+        return qvel.at[self.bv:self.bv + 2].add(d["drift_accel"] * self.dt)
 
 
 def write_fields(models: list, fields: dict, rows) -> None:

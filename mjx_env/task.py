@@ -166,7 +166,10 @@ class Go2Task:
                              obs_history=self.refresh_obs(state, obs), critic_obs=critic)
 
     def push(self, state: State) -> State:
-        """Before the physics: kick the base when this env's push timer runs out (pushes on)."""
+        """Before the physics: the episode's drift (if drawn), and a kick of the base when this env's
+        push timer runs out (pushes on)."""
+        if self.randomizer.drifts:
+            state = state.replace(qvel=self.randomizer.drift(state.dr, state.qvel))
         if not self.cfg.randomization.push:
             return state
         qvel, countdown = self.randomizer.push(state.key, state.qvel, state.push_countdown)
