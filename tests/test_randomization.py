@@ -10,13 +10,14 @@ import pytest
 from mjx_env.config import CommandConfig, RandomizationConfig, TaskConfig
 from mjx_env.env import Go2Env
 from mjx_env.errors import ConfigError, UserError
-from mjx_env.randomize import FIELDS
+from mjx_env.randomize import DRAWS, FIELDS
 
 # Joint friction loss left out of the parity configs: C MuJoCo and MJX 3.17 disagree on the
 # friction-loss constraint itself by ~2e-3 in the observation after one step, with or without
 # randomization and with 30 solver iterations as well (measured; see README).
 DR = RandomizationConfig(enabled=True, joint_frictionloss_range=(0.0, 0.0))
 CFG = TaskConfig(command=CommandConfig(random_resample_prob=0.0), randomization=DR)
+DRAW_RANGE = {d.name: d.range for d in DRAWS}
 
 
 def draws(state, i=None):
@@ -25,7 +26,7 @@ def draws(state, i=None):
 
 def test_draws_within_ranges_and_differ_between_envs():
     r = RandomizationConfig(enabled=True, foot_torsional_friction_range=(0.0, 0.04),
-                            foot_rolling_friction_range=(0.0, 0.02))
+                            foot_rolling_friction_range=(0.0, 0.02), drift_accel_range=(-1.0, 1.0))
     env = Go2Env(64, "mujoco", TaskConfig(randomization=r))
     d = draws(env.reset(jax.random.PRNGKey(0)))
     ranges = dict(friction=r.friction_range, added_base_mass=r.added_base_mass_range,
@@ -35,7 +36,7 @@ def test_draws_within_ranges_and_differ_between_envs():
                   joint_damping_scale=r.joint_damping_scale_range,
                   joint_armature_scale=r.joint_armature_scale_range,
                   foot_torsional_friction=r.foot_torsional_friction_range,
-                  foot_rolling_friction=r.foot_rolling_friction_range)
+                  foot_rolling_friction=r.foot_rolling_friction_range, drift_accel=r.drift_accel_range)
     assert set(d) == set(ranges)
     for k, (lo, hi) in ranges.items():
         assert lo <= d[k].min() and d[k].max() <= hi, k
@@ -124,7 +125,8 @@ def test_reset_env_redraws_and_the_others_keep_theirs(backend):
     for k in before:
         for i in (0, 2, 3):
             np.testing.assert_array_equal(after[k][i], before[k][i])
-        if k not in ("joint_frictionloss", "foot_torsional_friction", "foot_rolling_friction"):   # (0, 0) here
+        lo, hi = getattr(CFG.randomization, DRAW_RANGE[k])
+        if lo < hi:                                   # not the (0, 0) draws: friction loss, rolling, drift
             assert not np.array_equal(after[k][1], before[k][1]), k
     if backend == "mujoco":    # the reset env's MjModel follows its new draw at the next step
         s = env.step(s, jnp.zeros((4, 12)))
@@ -262,3 +264,45 @@ def test_negative_base_mass_refused():
     with pytest.raises(UserError, match="base mass"):
         Go2Env(1, "mujoco", TaskConfig(randomization=RandomizationConfig(enabled=True,
                                                                           added_base_mass_range=(-20.0, 0.0))))
+
+
+def test_drift_adds_its_acceleration_every_control_step():
+    """The drift draw (opt-in) adds a * dt to the base's horizontal velocity before each physics step,
+    and leaves every other draw as it was without it (the new row is the last PRNG split)."""
+    r = RandomizationConfig(enabled=True, drift_accel_range=(-1.0, 1.0))
+    env = Go2Env(16, "mujoco", TaskConfig(randomization=r))
+    off = Go2Env(16, "mujoco", TaskConfig(randomization=RandomizationConfig(enabled=True)))
+    s, s_off = env.reset(jax.random.PRNGKey(2)), off.reset(jax.random.PRNGKey(2))
+    a = np.asarray(s.dr["drift_accel"])
+    assert a.shape == (16, 2) and np.abs(a).max() <= 1.0 and np.ptp(a, axis=0).min() > 1.0
+    np.testing.assert_array_equal(np.asarray(s_off.dr["drift_accel"]), 0.0)
+    for k, v in s_off.dr.items():
+        if k != "drift_accel":
+            np.testing.assert_array_equal(np.asarray(s.dr[k]), np.asarray(v), err_msg=k)
+    pushed = jax.vmap(env.task.push)(s)
+    dv = np.asarray(pushed.qvel - s.qvel)
+    np.testing.assert_allclose(dv[:, :2], a * 0.02, rtol=1e-5, atol=1e-9)     # dt = 0.02 s
+    np.testing.assert_array_equal(dv[:, 2:], 0.0)
+    # its range at (0, 0): no drift at all
+    assert not off.task.randomizer.drifts and env.task.randomizer.drifts
+    np.testing.assert_array_equal(np.asarray(jax.vmap(off.task.push)(s_off).qvel), np.asarray(s_off.qvel))
+    env.close()
+    off.close()
+
+
+def test_drift_moves_a_standing_robot_its_way():
+    """Zero actions for 1 s: with a drift of +1.5 m/s^2 on both axes the robot stands but gives way
+    along +x and +y, against the same draws without it."""
+    moved = {}
+    for drift in (0.0, 1.5):
+        r = dataclasses.replace(DR, drift_accel_range=(drift, drift))
+        env = Go2Env(2, "mujoco", CFG.replace(randomization=r))
+        s = env.reset(jax.random.PRNGKey(5))
+        xy0 = np.asarray(s.qpos[:, :2])
+        for _ in range(50):
+            s = env.step(s, jnp.zeros((2, 12)))
+            assert not bool(s.done.any())
+        moved[drift] = np.asarray(s.qpos[:, :2]) - xy0
+        env.close()
+    gain = moved[1.5] - moved[0.0]
+    assert (gain > 0.01).all(), moved
