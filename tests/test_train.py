@@ -117,7 +117,7 @@ def _one_line_error(r, *needles):
         assert n in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args,needles", [
+BAD_INPUT = [
     # never a device here: no CUDA (CPU machine), no JAX plugin, or too few GPUs; all say the same
     (["--device", "cuda:99"], ["device cuda:99", "--device cpu"]),
     (["--num_envs", "0"], ["--num_envs must be >= 1"]),
@@ -128,9 +128,31 @@ def _one_line_error(r, *needles):
     (["--init-noise-std", "0"], ["--init-noise-std must be > 0"]),
     (["--entropy-coef", "-0.1"], ["--entropy-coef must be >= 0"]),
     (["--init-noise-std", "0.5", "--resume", "any.pt"], ["a resumed run keeps its checkpoint's"]),
-])
-def test_bad_input_gets_one_line(tmp_path, args, needles):
-    _one_line_error(train("--device", "cpu", "-e", "bad", *args, log_root=tmp_path, timeout=120), *needles)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every BAD_INPUT case through train.py's main() in one interpreter (tests/main_cases.py); the
+    first case also as its own command line, the way a user meets it."""
+    import json
+    root = tmp_path_factory.mktemp("bad")
+    cases = [["--device", "cpu", "-e", "bad", *args, "--log_root", str(root)] for args, _ in BAD_INPUT]
+    r = subprocess.run([sys.executable, str(REPO / "tests" / "main_cases.py"), "train", json.dumps(cases)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = [subprocess.CompletedProcess(c, x["returncode"], "", x["stderr"]) for c, x in
+            zip(cases, json.loads(r.stdout.strip().splitlines()[-1]))]
+    return runs, train("--device", "cpu", "-e", "bad", *BAD_INPUT[0][0], log_root=root, timeout=120)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_gets_one_line(bad_input_runs, case):
+    runs, command_line = bad_input_runs
+    _one_line_error(runs[case], *BAD_INPUT[case][1])
+    if case == 0:
+        _one_line_error(command_line, *BAD_INPUT[0][1])
+        assert command_line.stderr == runs[0].stderr
 
 
 def test_incompatible_checkpoint(tmp_path):
