@@ -15,6 +15,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = Path(__file__).resolve().parent.parent
+# The MJX env that the CPU tests step (the golden digest, standing, parity, the bridge, host syncs):
+# the default TaskConfig at this batch, tests/rollout_digest.py's. A batch size and every constant
+# of the config are part of the compiled program, so sharing both makes it one compile per run
+# (each other user loads it from the persistent cache).
+MJX_BATCH = 8
 OWN_XML = REPO / "Unitree_go2" / "go2_mjx_gym.xml"
 REF_DIR = REPO.parent / "shared" / "reference" / "unitree_go2"
 

@@ -4,19 +4,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjx_env.config import CommandConfig, TaskConfig
+from conftest import MJX_BATCH as N
+from mjx_env.config import TaskConfig
 from mjx_env.env import Go2Env
 
-CFG = TaskConfig(command=CommandConfig(random_resample_prob=0.0))
+CFG = TaskConfig()
 
 
 @pytest.mark.parametrize("backend", ["mujoco", "mjx"])
 def test_standing_with_zero_actions(backend):
-    # 16 envs: the batch of the parity test below and of test_bridge.py, so that MJX's step is one
-    # program for the three (compiled once per run, then loaded from the persistent cache)
-    env = Go2Env(16, backend, CFG)
+    # conftest's shared MJX env (the default config, MJX_BATCH envs): one compile for the run
+    env = Go2Env(N, backend, CFG)
     s = env.reset(jax.random.PRNGKey(0))
-    zeros = jnp.zeros((16, 12))
+    zeros = jnp.zeros((N, 12))
     heights = []
     for _ in range(int(5.0 / CFG.env.dt)):
         s = env.step(s, zeros)
@@ -36,7 +36,7 @@ def test_backend_parity_over_50_steps():
     the only difference is arithmetic precision. Measured on this machine: one-step obs
     difference ~3e-9, after 50 steps ~1.5e-5. The bounds leave an order of magnitude or more.
     """
-    n = 16
+    n = N
     mjx_env, mj_env = Go2Env(n, "mjx", CFG), Go2Env(n, "mujoco", CFG)
     s1 = mjx_env.reset(jax.random.PRNGKey(1))
     s2 = mj_env.reset(jax.random.PRNGKey(1))

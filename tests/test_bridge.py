@@ -8,6 +8,7 @@ import torch
 
 from bridge.runner import Go2Runner, ppo_train_cfg
 from bridge.vec_env import Go2VecEnv, to_jax
+from conftest import MJX_BATCH
 from mjx_env.config import CommandConfig, TaskConfig
 from mjx_env.env import Go2Env
 
@@ -16,7 +17,8 @@ CFG = TaskConfig(command=CommandConfig(random_resample_prob=0.0))
 
 @pytest.fixture(scope="module")
 def mjx_vec():
-    v = Go2VecEnv(Go2Env(16, "mjx", CFG), seed=0, log_every=4)
+    # conftest's shared MJX env: the default config at MJX_BATCH envs, one compile for the run
+    v = Go2VecEnv(Go2Env(MJX_BATCH, "mjx", TaskConfig()), seed=0, log_every=4)
     yield v
     v.close()
 
@@ -31,14 +33,15 @@ def mujoco_vec():
 @pytest.mark.parametrize("which", ["mjx_vec", "mujoco_vec"])
 def test_outputs_share_memory_with_jax(which, request):
     vec = request.getfixturevalue(which)
-    obs, rew, dones, extras = vec.step(torch.zeros(16, 12))
+    n = vec.num_envs
+    obs, rew, dones, extras = vec.step(torch.zeros(n, 12))
     s = vec.state
     pairs = [(obs["policy"], s.obs), (obs["critic"], s.critic_obs), (rew, s.reward), (dones, s.done),
              (extras["time_outs"], s.time_out), (vec.episode_length_buf, s.episode_step)]
     for tensor, array in pairs:
         assert tensor.data_ptr() == array.unsafe_buffer_pointer()
-    assert obs["policy"].dtype == torch.float32 and obs["policy"].shape == (16, 48)
-    assert obs["critic"].shape == (16, 52) and rew.shape == (16,)
+    assert obs["policy"].dtype == torch.float32 and obs["policy"].shape == (n, 48)
+    assert obs["critic"].shape == (n, 52) and rew.shape == (n,)
 
 
 def test_actions_enter_jax_without_copy():
@@ -88,7 +91,7 @@ def test_episode_reward_terms_reach_the_logger():
 def test_three_iterations_compile_nothing_after_the_first_step(mjx_vec):
     compiles = []
     runner = Go2Runner(mjx_vec, copy.deepcopy(ppo_train_cfg(num_steps_per_env=4)), log_dir=None, device="cpu")
-    mjx_vec.step(torch.zeros(16, 12))            # first step: compiles the env step
+    mjx_vec.step(torch.zeros(MJX_BATCH, 12))     # first step: compiles the env step (or loads it)
 
     def listener(name, duration, **kw):
         if "backend_compile" in name:

@@ -21,7 +21,7 @@ from bridge.vec_env import Go2VecEnv, to_jax, to_torch
 from mjx_env.config import CommandConfig, TaskConfig
 from mjx_env.env import Go2Env
 
-from conftest import REPO
+from conftest import MJX_BATCH, REPO
 
 CFG = TaskConfig(command=CommandConfig(random_resample_prob=0.0))
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal"}   # each blocks the host on a GPU
@@ -58,7 +58,7 @@ def quick_ppo_cfg(num_steps_per_env):
 
 @pytest.fixture(scope="module")
 def mjx_vec():
-    v = Go2VecEnv(Go2Env(16, "mjx", CFG), seed=0, log_every=24)
+    v = Go2VecEnv(Go2Env(MJX_BATCH, "mjx", TaskConfig()), seed=0, log_every=24)   # conftest's shared MJX env
     yield v
     v.close()
 
@@ -72,7 +72,7 @@ def test_rollout_makes_at_most_half_a_host_sync_per_env_step(mjx_vec, tmp_path):
     mode = CountSyncs()
     runner.alg.update = mode.during("update", runner.alg.update)
     runner.logger.log = mode.during("log", runner.logger.log)
-    mjx_vec.episode_length_buf = torch.full((16,), mjx_vec.max_episode_length - 5, dtype=torch.int32)
+    mjx_vec.episode_length_buf = torch.full((MJX_BATCH,), mjx_vec.max_episode_length - 5, dtype=torch.int32)
     with mode:
         runner.learn(1)                                   # every episode ends (time-out) at step 5
     assert mode.counts["rollout"] == 0, dict(mode.counts)                # none in the collection loop
@@ -111,7 +111,7 @@ def test_mjx_training_and_bridge_make_no_host_transfer(mjx_vec):
     runner.learn(1)
     with jax.transfer_guard("disallow"):
         runner.learn(1, init_at_random_ep_len=True)
-        obs, rew, dones, extras = mjx_vec.step(torch.zeros(16, 12))
+        obs, rew, dones, extras = mjx_vec.step(torch.zeros(MJX_BATCH, 12))
     # the guard is live on this machine: a device-to-host read is refused
     with jax.transfer_guard("disallow"), pytest.raises(Exception, match="[Dd]isallowed"):
         np.asarray(mjx_vec.state.reward + 1)
