@@ -56,8 +56,21 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(cpu_threads(), 4))
 
 
+# The files that take longest (summed test times of a profiled run, `--durations=0`), longest first.
+# Workers take whole files in collection order (pyproject: --dist loadfile --no-loadscope-reorder),
+# so the long ones start early and no worker is left running one alone at the end; the rest follow
+# in name order. A stale list costs only balance, never a test.
+LONGEST_FIRST = ("test_dynamics.py", "test_randomization.py", "test_reliability.py", "test_train.py",
+                 "test_bench.py", "test_tools.py", "test_shipped_policy.py", "test_jumps.py", "test_backends.py",
+                 "test_gpu.py", "test_actor_inputs.py", "test_dynaflow_data.py", "test_distributed.py",
+                 "test_deploy.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu`-marked tests run only where both torch and JAX see a CUDA device (`pytest -m gpu`)."""
+    """Longest files first (LONGEST_FIRST); `gpu`-marked tests run only where both torch and JAX see
+    a CUDA device (`pytest -m gpu`)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))      # stable: in-file order kept
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
