@@ -175,7 +175,8 @@ class RandomizationConfig:
       drift: a steady horizontal acceleration of the whole robot per episode, each axis drawn in
         drift_accel_range (m/s^2; off (0, 0) unless asked for; --dr-range drift_accel_range=-1,1
         pulls as a slope of up to 6 degrees along each axis), so that walking at the commanded
-        speed needs feedback on the robot's own velocity.
+        speed needs feedback on the robot's own velocity. drift_yaw_accel_range (rad/s^2, opt-in
+        too) is its turning twin: a steady angular acceleration about the vertical.
       pushes: legged_gym kicks the base to up to 1 m/s every 15 s; here every U[5, 10] s, a kick of
         up to 1 m/s in a random horizontal direction, added to the base velocity.
       observation noise: legged_gym's noise scales and its uniform noise x noise_level x obs scale.
@@ -195,6 +196,7 @@ class RandomizationConfig:
     foot_torsional_friction_range: tuple = (0.0, 0.0)    # opt-in (train.py --rolling-friction)
     foot_rolling_friction_range: tuple = (0.0, 0.0)
     drift_accel_range: tuple = (0.0, 0.0)                # m/s^2, each horizontal axis (opt-in)
+    drift_yaw_accel_range: tuple = (0.0, 0.0)            # rad/s^2, about the vertical (opt-in)
     push: bool = False
     push_interval_range_s: tuple = (5.0, 10.0)
     push_velocity_range: tuple = (0.0, 1.0)              # kick magnitude (m/s)

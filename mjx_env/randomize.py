@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 
 from mjx_env.errors import ConfigError
+from mjx_env.math import rotate_inverse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,9 @@ DRAWS = (
     # reads its own velocity keeps to the command.
     Draw("drift_accel", "drift_accel_range", "xy", 0.0, False, "norm",
          "adds its acceleration times dt to the base's velocity every control step"),
+    # Its turning twin (opt-in too): a steady angular acceleration about the vertical (rad/s^2).
+    Draw("drift_yaw_accel", "drift_yaw_accel_range", "", 0.0, False, "value",
+         "adds its angular acceleration times dt to the base's yaw rate every control step"),
 )
 
 
@@ -104,8 +108,11 @@ class Randomizer:
         # Torsional and rolling friction act only in condim-6 contacts; with both ranges at 0 the
         # model and its fields stay exactly as loaded.
         self.rolling = r.enabled and max(r.foot_torsional_friction_range[1], r.foot_rolling_friction_range[1]) > 0
-        # With the drift range at (0, 0) the step is exactly as without the row.
-        self.drifts = r.enabled and tuple(r.drift_accel_range) != (0.0, 0.0)
+        # With a drift range at (0, 0) the step is exactly as without its row.
+        self.drift_xy = r.enabled and tuple(r.drift_accel_range) != (0.0, 0.0)
+        self.drift_yaw = r.enabled and tuple(r.drift_yaw_accel_range) != (0.0, 0.0)
+        self.drifts = self.drift_xy or self.drift_yaw
+        self.bq = model.base_qpos_adr
 
     # ---- per-env physical parameters ---------------------------------------------------------
     def sample(self, key: jax.Array) -> dict:
@@ -192,11 +199,18 @@ class Randomizer:
 
 
     # ---- drift ---------------------------------------------------------------------------------
-    def drift(self, d: dict, qvel: jax.Array) -> jax.Array:
+    def drift(self, d: dict, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
         """The episode's drift acting for one control period: its acceleration times dt added to the
         base's world-frame horizontal velocity (the joints' velocities unchanged, so every body
-        gains the same), as pushes add theirs. A force spread over the period, applied at its start."""
-        return qvel.at[self.bv:self.bv + 2].add(d["drift_accel"] * self.dt)
+        gains the same), as pushes add theirs, and its yaw acceleration times dt to the turn about
+        the vertical. A force spread over the period, applied at its start."""
+        if self.drift_xy:
+            qvel = qvel.at[self.bv:self.bv + 2].add(d["drift_accel"] * self.dt)
+        if self.drift_yaw:
+            # a free joint's angular velocity is in the base's own frame: the vertical as seen from it
+            up = rotate_inverse(qpos[self.bq + 3:self.bq + 7], jnp.array([0.0, 0.0, 1.0], jnp.float32))
+            qvel = qvel.at[self.bv + 3:self.bv + 6].add(up * d["drift_yaw_accel"] * self.dt)
+        return qvel
 
 
 def write_fields(models: list, fields: dict, rows) -> None:

@@ -169,7 +169,7 @@ class Go2Task:
         """Before the physics: the episode's drift (if drawn), and a kick of the base when this env's
         push timer runs out (pushes on)."""
         if self.randomizer.drifts:
-            state = state.replace(qvel=self.randomizer.drift(state.dr, state.qvel))
+            state = state.replace(qvel=self.randomizer.drift(state.dr, state.qpos, state.qvel))
         if not self.cfg.randomization.push:
             return state
         qvel, countdown = self.randomizer.push(state.key, state.qvel, state.push_countdown)

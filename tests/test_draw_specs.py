@@ -21,9 +21,9 @@ def test_every_draw_has_its_range_in_the_config():
     assert ranges == ("friction_range", "added_base_mass_range", "base_com_offset_range", "link_mass_scale_range",
                       "kp_scale_range", "kd_scale_range", "joint_frictionloss_range", "joint_damping_scale_range",
                       "joint_armature_scale_range", "foot_torsional_friction_range", "foot_rolling_friction_range",
-                      "drift_accel_range", "push_interval_range_s", "push_velocity_range")
+                      "drift_accel_range", "drift_yaw_accel_range", "push_interval_range_s", "push_velocity_range")
     assert set(nonnegative) == set(ranges) - {"added_base_mass_range", "base_com_offset_range",
-                                              "drift_accel_range", "push_interval_range_s"}
+                                              "drift_accel_range", "drift_yaw_accel_range", "push_interval_range_s"}
 
 
 @pytest.mark.parametrize("draw", [d for d in DRAWS], ids=lambda d: d.name)

@@ -26,7 +26,8 @@ def draws(state, i=None):
 
 def test_draws_within_ranges_and_differ_between_envs():
     r = RandomizationConfig(enabled=True, foot_torsional_friction_range=(0.0, 0.04),
-                            foot_rolling_friction_range=(0.0, 0.02), drift_accel_range=(-1.0, 1.0))
+                            foot_rolling_friction_range=(0.0, 0.02), drift_accel_range=(-1.0, 1.0),
+                            drift_yaw_accel_range=(-2.0, 2.0))
     env = Go2Env(64, "mujoco", TaskConfig(randomization=r))
     d = draws(env.reset(jax.random.PRNGKey(0)))
     ranges = dict(friction=r.friction_range, added_base_mass=r.added_base_mass_range,
@@ -36,7 +37,8 @@ def test_draws_within_ranges_and_differ_between_envs():
                   joint_damping_scale=r.joint_damping_scale_range,
                   joint_armature_scale=r.joint_armature_scale_range,
                   foot_torsional_friction=r.foot_torsional_friction_range,
-                  foot_rolling_friction=r.foot_rolling_friction_range, drift_accel=r.drift_accel_range)
+                  foot_rolling_friction=r.foot_rolling_friction_range, drift_accel=r.drift_accel_range,
+                  drift_yaw_accel=r.drift_yaw_accel_range)
     assert set(d) == set(ranges)
     for k, (lo, hi) in ranges.items():
         assert lo <= d[k].min() and d[k].max() <= hi, k
@@ -269,31 +271,48 @@ def test_negative_base_mass_refused():
 
 
 def test_drift_adds_its_acceleration_every_control_step():
-    """The drift draw (opt-in) adds a * dt to the base's horizontal velocity before each physics step,
-    and leaves every other draw as it was without it (the new row is the last PRNG split). Task code
-    only, run eagerly: nothing to compile."""
+    """The drift draws (opt-in) add a * dt to the base's horizontal velocity and alpha * dt to its turn
+    about the vertical before each physics step, and leave every other draw as it was without them
+    (new rows are the last PRNG splits). Task code only, run eagerly: nothing to compile."""
+    import mujoco
+
     from mjx_env.model import load_go2
     from mjx_env.task import Go2Task
 
     model = load_go2(None, CFG.env)
-    on = Go2Task(model, TaskConfig(randomization=RandomizationConfig(enabled=True, drift_accel_range=(-1.0, 1.0))))
+    on = Go2Task(model, TaskConfig(randomization=RandomizationConfig(
+        enabled=True, drift_accel_range=(-1.0, 1.0), drift_yaw_accel_range=(-2.0, 2.0))))
     off = Go2Task(model, TaskConfig(randomization=RandomizationConfig(enabled=True)))
     keys = jax.random.split(jax.random.PRNGKey(2), 16)
     d_on, d_off = jax.vmap(on.randomizer.sample)(keys), jax.vmap(off.randomizer.sample)(keys)
-    a = np.asarray(d_on["drift_accel"])
+    a, alpha = np.asarray(d_on["drift_accel"]), np.asarray(d_on["drift_yaw_accel"])
     assert a.shape == (16, 2) and np.abs(a).max() <= 1.0 and np.ptp(a, axis=0).min() > 1.0
-    np.testing.assert_array_equal(np.asarray(d_off["drift_accel"]), 0.0)
+    assert alpha.shape == (16,) and np.abs(alpha).max() <= 2.0 and np.ptp(alpha) > 2.0
     for k, v in d_off.items():
-        if k != "drift_accel":
+        if k.startswith("drift"):
+            np.testing.assert_array_equal(np.asarray(v), 0.0)
+        else:
             np.testing.assert_array_equal(np.asarray(d_on[k]), np.asarray(v), err_msg=k)
+    # tilted bases: the turn is about the world's vertical, given in the base's frame as MuJoCo's free
+    # joint keeps its angular velocity
+    quat = np.array(jax.random.normal(jax.random.PRNGKey(4), (16, 4)))
+    quat /= np.linalg.norm(quat, axis=1, keepdims=True)
+    qpos = jnp.tile(model.init_qpos, (16, 1)).at[:, 3:7].set(quat)
     qvel = jax.random.normal(jax.random.PRNGKey(3), (16, model.mj_model.nv))
-    dv = np.asarray(jax.vmap(on.randomizer.drift)(d_on, qvel) - qvel)
+    dv = np.asarray(jax.vmap(on.randomizer.drift)(d_on, qpos, qvel) - qvel)
     np.testing.assert_allclose(dv[:, :2], a * 0.02, rtol=1e-5, atol=1e-6)     # dt = 0.02 s
-    np.testing.assert_array_equal(dv[:, 2:], 0.0)
-    # the task applies it before the physics; with its range at (0, 0) there is no drift at all
+    np.testing.assert_array_equal(dv[:, 2], 0.0)
+    for i in range(16):
+        R = np.zeros(9)
+        mujoco.mju_quat2Mat(R, quat[i].astype(np.float64))
+        np.testing.assert_allclose(R.reshape(3, 3) @ dv[i, 3:6], [0.0, 0.0, alpha[i] * 0.02], atol=1e-6)
+    np.testing.assert_array_equal(dv[:, 6:], 0.0)
+    # the task applies them before the physics; with the ranges at (0, 0) there is no drift at all
     assert on.randomizer.drifts and not off.randomizer.drifts
     state = on.reset(keys[0])
-    np.testing.assert_allclose(np.asarray(on.push(state).qvel - state.qvel)[:2], a[0] * 0.02, rtol=1e-5)
+    dv0 = np.asarray(on.push(state).qvel - state.qvel)
+    np.testing.assert_allclose(dv0[:2], a[0] * 0.02, rtol=1e-5)
+    np.testing.assert_allclose(dv0[3:6], [0.0, 0.0, alpha[0] * 0.02], rtol=1e-5, atol=1e-7)   # upright at reset
     state = off.reset(keys[0])
     np.testing.assert_array_equal(np.asarray(off.push(state).qvel), np.asarray(state.qvel))
 
