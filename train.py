@@ -4,7 +4,7 @@
     python train.py --device cpu -B 512 --max_iterations 300
     python train.py --resume logs/go2-ppo-dynaflow/model_300.pt --max_iterations 200
     torchrun --nproc_per_node=8 train.py -B 4096    # 8 GPUs: 4096 envs each (README: Scaling out)
-    python train.py --jumps --init-actor policies/go2_walk.pt -e go2-jump     # the jump task, from a walker
+    python train.py --jumps --init-actor policies/go2_walk_robust_v1.pt -e go2-jump   # the jump task, from a walker
 
 Writes logs/{exp_name}/: model_{it}.pt every 100 iterations and at the end, cfgs.pkl, and
 TensorBoard events (--logger wandb: a W&B run as well, in logs/{exp_name}/wandb/). Ctrl-C (or

@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from tensordict import TensorDict
 
-from bridge.policy import Actor, ActorInputs, check_init_actor, load_actor, widen_actor, SHIPPED_POLICY
+from bridge.policy import Actor, ActorInputs, check_init_actor, load_actor, widen_actor, ROBUST_V1_POLICY
 from bridge.runner import load_checkpoint_file, ppo_train_cfg, read_checkpoint
 from mjx_env.config import CommandConfig, TaskConfig
 from mjx_env.env import Go2Env
@@ -164,15 +163,15 @@ def test_deployed_actor_matches_the_training_model():
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 def test_widened_actor_acts_as_the_one_frame_actor():
-    """--init-actor from the shipped one-frame policy: the wider actor (history and estimator) gives
+    """--init-actor from a one-frame policy (the robust walker shipped before): the wider actor (history and estimator) gives
     the same actions whatever the older frames hold."""
     torch.manual_seed(0)
     vec, alg = estimator_alg(num_envs=8, steps=1)
-    ckpt = load_checkpoint_file(SHIPPED_POLICY)
+    ckpt = load_checkpoint_file(ROBUST_V1_POLICY)
     inputs = ActorInputs(N, False, True)
-    check_init_actor(ckpt, inputs, SHIPPED_POLICY)
+    check_init_actor(ckpt, inputs, ROBUST_V1_POLICY)
     wide = Actor(widen_actor(ckpt, alg.actor.state_dict(), inputs))
-    old = load_actor()
+    old = load_actor(ROBUST_V1_POLICY)
     hist = torch.randn(16, N, 48)
     torch.testing.assert_close(wide(hist.flatten(1)), old(hist[:, -1]), rtol=0, atol=1e-5)
     vec.close()

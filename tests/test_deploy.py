@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bridge.deploy import HISTORY_FILL, OPSET, read_metadata
-from bridge.policy import SHIPPED_POLICY, export_actor, load_actor, main as export_main
+from bridge.policy import ROBUST_V1_POLICY, export_actor, load_actor, main as export_main
 from mjx_env.config import CommandConfig, TaskConfig
 from mjx_env.env import Go2Env
 
@@ -42,7 +42,7 @@ def random_actor(path, n_obs=48, normalizer=True, seed=0):
 def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("onnx")
     out = {}
-    for name, src in (("shipped", SHIPPED_POLICY), ("random", random_actor(d / "random.pt"))):
+    for name, src in (("shipped", ROBUST_V1_POLICY), ("random", random_actor(d / "random.pt"))):
         export_actor(src, d / f"{name}.onnx")
         out[name] = (src, d / f"{name}.onnx")
     return out
@@ -50,11 +50,12 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env_observations():
-    """Observations the shipped policy meets while walking (and stepping in place) on the training model."""
+    """Observations a one-frame walker (the robust policy shipped before) meets while walking (and
+    stepping in place) on the training model. A history policy's export: tests/test_history_deploy.py."""
     cfg = TaskConfig(command=CommandConfig(lin_vel_x_range=(-0.5, 1.0), ang_vel_range=(-0.5, 0.5),
                                            random_resample_prob=0.0))
     env = Go2Env(8, "mujoco", cfg)
-    actor = load_actor(None)
+    actor = load_actor(ROBUST_V1_POLICY)
     state, obs = env.reset(jax.random.PRNGKey(1)), []
     with torch.inference_mode():
         for _ in range(40):
@@ -137,10 +138,10 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert err(bad, tmp_path / "x.onnx") == (f"python -m bridge.policy: error: policy {bad} maps 45 observations "
                                              "to 12 actions; this environment needs 48 -> 12")
     (tmp_path / "file").write_text("")
-    line = err(SHIPPED_POLICY, tmp_path / "file" / "x.onnx")
+    line = err(ROBUST_V1_POLICY, tmp_path / "file" / "x.onnx")
     assert line.startswith(f"python -m bridge.policy: error: cannot write {tmp_path / 'file' / 'x.onnx'}: ")
     assert line.endswith("choose a writable path")
-    assert "name it *.onnx" in err(SHIPPED_POLICY, tmp_path / "x.tflite")
+    assert "name it *.onnx" in err(ROBUST_V1_POLICY, tmp_path / "x.tflite")
     assert not list(tmp_path.glob("*.onnx"))
 
 
@@ -148,7 +149,7 @@ def test_play_evaluates_onnx_with_the_same_metrics(exported):
     import play
     _, onnx_path = exported["shipped"]
     res = {}
-    for ckpt in (SHIPPED_POLICY, onnx_path):
+    for ckpt in (ROBUST_V1_POLICY, onnx_path):
         args = play.parse_args(["--checkpoint", str(ckpt), "--num_envs", "3", "--duration", "1", "--vx", "0.3", "0.8"])
         res[ckpt] = play.evaluate(args)
     a, b = res.values()

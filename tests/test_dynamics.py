@@ -1,6 +1,7 @@
 """Φ (mjx_env/dynamics.py): the env's physics, its control law, its gradients, and its input checks.
 
-States come from the shipped walking policy (feet in contact, legs moving). Every rollout here has
+States come from the robust walking policy (policies/go2_walk_robust_v1.pt; feet in contact, legs
+moving), whose states tests/data/phi_fd_float64.npz holds. Every rollout here has
 the same shape (B = 2, H = 32), so that each compiled program (forward, VJP; JVP in the slow tests)
 is built once for the module; MJX programs take long to compile on a CPU.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.policy import load_actor
+from bridge.policy import ROBUST_V1_POLICY, load_actor
 from mjx_env.config import CommandConfig, TaskConfig
 from mjx_env.dynamics import Go2Dynamics
 from mjx_env.env import Go2Env
@@ -41,8 +42,8 @@ def settle(env, actions):
 
 @pytest.fixture(scope="module")
 def walk():
-    """80 control steps of the shipped policy walking at 0.6 m/s (C MuJoCo backend, quick to build)."""
-    env, actor = Go2Env(B, "mujoco", CFG), load_actor()
+    """80 control steps of the robust walker at 0.6 m/s (C MuJoCo backend, quick to build)."""
+    env, actor = Go2Env(B, "mujoco", CFG), load_actor(ROBUST_V1_POLICY)
 
     def policy(s):
         with torch.no_grad():

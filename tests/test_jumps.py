@@ -234,11 +234,11 @@ def test_train_jumps_option(tmp_path):
     assert train.main(["--jumps", "--resume", "a.pt", "--init-actor", "b.pt", "--log_root", str(tmp_path)]) == 2
 
 
-def test_init_actor_loads_the_shipped_walker():
+def test_init_actor_loads_a_one_frame_walker():
     import torch
 
     import train
-    from bridge.policy import SHIPPED_POLICY
+    from bridge.policy import ROBUST_V1_POLICY as WALKER      # the jump policy's one-frame origin
     from bridge.runner import Go2Runner, ppo_train_cfg
     from bridge.vec_env import Go2VecEnv
     from mjx_env.errors import UserError
@@ -246,8 +246,8 @@ def test_init_actor_loads_the_shipped_walker():
     vec = Go2VecEnv(Go2Env(4, "mujoco", JCFG), seed=0)
     runner = Go2Runner(vec, ppo_train_cfg(), log_dir=None, device="cpu")
     critic_before = {k: v.clone() for k, v in runner.alg.critic.state_dict().items()}
-    train.init_actor(runner, SHIPPED_POLICY)
-    shipped = torch.load(SHIPPED_POLICY, weights_only=False)["actor_state_dict"]
+    train.init_actor(runner, WALKER)
+    shipped = torch.load(WALKER, weights_only=False)["actor_state_dict"]
     for k, v in shipped.items():
         torch.testing.assert_close(runner.alg.get_policy().state_dict()[k], v)
     for k, v in runner.alg.critic.state_dict().items():

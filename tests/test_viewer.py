@@ -164,10 +164,11 @@ def test_viewer_off_prints_as_before(capsys):
     out, err = capsys.readouterr()
     assert "tools.viewer" not in sys.modules and signal.getsignal(signal.SIGINT) is handler
     lines = out.splitlines()
-    assert err == "" and len(lines) == 7
+    assert err == "" and len(lines) == 8          # the shipped policy has a velocity estimator: its line last
     assert lines[0].startswith("model ") and ", 2 envs, 2 episodes, seed 0, commands {" in lines[0]
-    assert [ln.split()[0] for ln in lines[1:]] == ["mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error",
-                                                  "mean_abs_height_error", "fall_rate", "mean_episode_length_s"]
+    assert [ln.split()[0] for ln in lines[1:7]] == ["mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error",
+                                                   "mean_abs_height_error", "fall_rate", "mean_episode_length_s"]
+    assert lines[7].strip().startswith("velocity estimator error   x ")
     assert lines[5] == "  fall_rate                  0.0000" and lines[6] == "  mean_episode_length_s      0.1000"
 
 
