@@ -319,7 +319,7 @@ def bench_count(n: int, args, devices) -> dict:
             if label == "warp":
                 env.step_checked = env.step_checked.lower(s0, a0).compile()
             else:
-                env.step = env.step.lower(s0, a0).compile()
+                env.step_jit = env.step_jit.lower(s0, a0).compile()
             compile_s[f"env_{label}"] = time.perf_counter() - t0
         envs[label] = env
     ref = envs.get("mujoco") or envs.get("mjx") or envs["warp"]

@@ -102,7 +102,12 @@ class Go2Env:
                 qpos, qvel = self.physics.advance(state.qpos, state.qvel, ctrl, fields)
                 return after(state, action, bad, qpos, qvel)
 
-            self.step = jax.jit(step)
+            # An action from torch (DLPack) arrives committed to its device, one made with jnp or
+            # numpy does not, and the two lower to different programs (two compiles of the same
+            # step); step commits it, so every caller (and bench.py's ahead-of-time compile of
+            # step_jit) shares one program. Committing a committed array is free.
+            self.step_jit = jax.jit(step)
+            self.step = lambda state, action: self.step_jit(state, jax.device_put(action, self.device))
         else:
             self.physics = MujocoPhysics(self.model, substeps, self.num_envs, nthread, per_env_models=randomized,
                                          contact_model=rand.contact_model)

@@ -13,6 +13,11 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="go2-test-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The commands (train, play, collect, bench) run JAX's float32 matmuls at "highest" (bridge/device.py),
+# and the precision is part of every compiled program: the tests run at it too, so that they check
+# the programs users run, and a test and a command it starts share compiles (bench.py's MJX env
+# step loads the one the tests compiled).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 REPO = Path(__file__).resolve().parent.parent
 # The MJX env that the CPU tests step (the golden digest, standing, parity, the bridge, host syncs):

@@ -97,7 +97,10 @@ def rollout_digest(backend: str, cfg=None, n: int = 8, steps: int = 60) -> tuple
     s = env.reset(jax.random.PRNGKey(7))
     _update(h, s)
     # Staggered episode counters: resampling at 200 steps and a time-out at 1000 fall inside the rollout.
-    s = s.replace(episode_step=jnp.asarray((np.arange(n) * 131 + 150) % 1000, jnp.int32).at[1].set(990))
+    # (Committed to the env's device like the rest of the state, so that the step is the program the
+    # other tests of the shared env compile: a committed and an uncommitted input lower differently.)
+    s = s.replace(episode_step=jax.device_put(jnp.asarray((np.arange(n) * 131 + 150) % 1000, jnp.int32).at[1].set(990),
+                                              env.device))
     rng = np.random.default_rng(0)
     events = dict(resampled=0, terminated=0, time_out=0, bad_action=0)
     for t in range(steps):

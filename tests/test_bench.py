@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import MJX_BATCH, REPO
 
 REPEATS = 3
 
@@ -17,7 +17,7 @@ REPEATS = 3
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--device", "cpu", "--num-envs", "4", "--seconds", "0.02",
+    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--device", "cpu", "--num-envs", str(MJX_BATCH), "--seconds", "0.02",
                         "--repeats", str(REPEATS), "--json", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -30,8 +30,9 @@ def test_report_header(report):
     assert report["repeats"] == REPEATS
     for pkg in ("mujoco", "mujoco-mjx", "jax", "torch", "rsl-rl-lib"):
         assert report["versions"][pkg]
-    # one batch: each batch size is a compile of every MJX layer, and the loops below are per batch
-    assert [r["num_envs"] for r in report["results"]] == [4]
+    # one batch: each batch size is a compile of every MJX layer, and the loops below are per batch;
+    # conftest's MJX_BATCH, so that the env layer's MJX step is the program other tests compile too
+    assert [r["num_envs"] for r in report["results"]] == [MJX_BATCH]
 
 
 def test_every_layer_measured_with_consistent_units(report):

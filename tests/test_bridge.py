@@ -98,10 +98,10 @@ def test_three_iterations_compile_nothing_after_the_first_step(mjx_vec):
             compiles.append(name)
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        before, tally_before = mjx_vec.env.step._cache_size(), mjx_vec._tally._cache_size()
+        before, tally_before = mjx_vec.env.step_jit._cache_size(), mjx_vec._tally._cache_size()
         runner.learn(num_learning_iterations=3, init_at_random_ep_len=True)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
-    assert mjx_vec.env.step._cache_size() == before == 1
+    assert mjx_vec.env.step_jit._cache_size() == before == 1
     assert mjx_vec._tally._cache_size() == tally_before      # the episode tallies, beside the step

@@ -202,7 +202,7 @@ def compiles_during_three_iterations(env, cuda0) -> list:
 @pytest.mark.gpu
 def test_cuda_training_compiles_once_and_makes_no_host_transfer(cuda0):
     env = Go2Env(256, "mjx", CFG, device=cuda0.jax)
-    assert compiles_during_three_iterations(env, cuda0) == [] and env.step._cache_size() == 1
+    assert compiles_during_three_iterations(env, cuda0) == [] and env.step_jit._cache_size() == 1
 
 
 @pytest.mark.gpu
