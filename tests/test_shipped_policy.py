@@ -27,22 +27,22 @@ def test_shipped_policy_is_small_and_knows_its_inputs():
 
 
 def test_shipped_policy_tracks_forward_commands(tmp_path):
-    """policies/go2_walk.pt (README, "The shipped policy") on the training model. Measured on 64 envs
-    x 20 s: v_x error 0.035 m/s, bias +0.035, +0.024, +0.022 per bin, estimator error 0.023, no
-    falls. Here 16 envs x 10 s (measured: 0.043, bias at most +0.036, estimator 0.024)."""
+    """policies/go2_walk.pt (README, "The drift") on the training model. Measured on 64 envs x 20 s:
+    v_x error 0.026 m/s, bias +0.021, +0.011, +0.006 per bin, estimator error 0.017, no falls. Here
+    16 envs x 10 s (measured: 0.033, bias at most +0.020, estimator 0.019)."""
     m = play(tmp_path)
     assert m["mean_abs_vx_error"] <= 0.05 and m["fall_rate"] == 0.0, m
-    assert m["max_abs_vx_bias"] <= 0.045, m
+    assert m["max_abs_vx_bias"] <= 0.03, m
     assert m["estimator_abs_error_m_s"]["x"] <= 0.04, m
 
 
 def test_shipped_policy_sim_to_sim_on_menagerie(tmp_path, ref_xml):
     """The same policy on the Menagerie model under 1 m/s pushes every 4 s. Measured on 64 envs x 20 s:
-    no falls, v_x error 0.045, bias +0.010, -0.003, -0.016 per bin. Here 16 envs x 10 s (measured:
-    0.052, bias at most 0.021 in size, estimator 0.045)."""
+    no falls, v_x error 0.055, bias -0.010, -0.014, -0.022 per bin. Here 16 envs x 10 s (measured:
+    0.061, bias at most 0.025 in size, estimator 0.036)."""
     m = play(tmp_path, "--xml-path", str(ref_xml), "--push", "1.0")
     assert m["fall_rate"] <= 1 / 16, m
-    assert m["mean_abs_vx_error"] <= 0.07 and m["max_abs_vx_bias"] <= 0.04, m
+    assert m["mean_abs_vx_error"] <= 0.08 and m["max_abs_vx_bias"] <= 0.04, m
     assert m["estimator_abs_error_m_s"]["x"] <= 0.06, m
 
 
