@@ -22,7 +22,7 @@ from mjx_env.errors import UserError, first_line
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_POLICY = REPO / "policies" / "go2_walk.pt"
 # The walker shipped before it (one frame, no estimator): the states and start of several tests
-# and the jump policy's origin (README, "The shipped policy").
+# and the jump policy's origin (README, "The policy shipped before").
 ROBUST_V1_POLICY = REPO / "policies" / "go2_walk_robust_v1.pt"
 SHIPPED_JUMP_POLICY = REPO / "policies" / "go2_jump.pt"      # the --jumps task (README, "Jumps")
 

@@ -83,7 +83,8 @@ class Go2Env:
             self._overflow = []            # overflow scalars of the steps not yet read
 
             def step(state, action):
-                state, overflow = self.step_checked(state, action)
+                # committed like the JAX implementation's (below): one program for every caller
+                state, overflow = self.step_checked(state, jax.device_put(action, self.device))
                 # Keep the device scalar and read the lot every few steps, when long computed:
                 # the hot step itself never waits on the host.
                 self._overflow.append(overflow)

@@ -197,7 +197,6 @@ class Randomizer:
         qvel = qvel.at[self.bv:self.bv + 2].add(dv)
         return qvel, jnp.where(kick, self.push_interval(k_next), countdown)
 
-
     # ---- drift ---------------------------------------------------------------------------------
     def drift(self, d: dict, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
         """The episode's drift acting for one control period: its acceleration times dt added to the
