@@ -72,11 +72,15 @@ def test_rollout_is_the_env_mjx_step(walk, dyn):
     from mjx_env import mjx_patch
 
     x0, u_prev, U = window(walk, 40)
+    # Φ's batch: XLA's code (and so the low bits) depends on the batch size, so the env steps as
+    # many envs as Φ has windows
     env = Go2Env(B, "mjx", CFG)
     assert env.physics._step is mjx.step and dyn.physics._step is mjx_patch.step
     assert dyn.physics.mx.opt.iterations == 4 and dyn.physics.mx.opt.ls_iterations == 8
     s = env.reset(jax.random.PRNGKey(0))
-    s = s.replace(qpos=x0[:, :19], qvel=x0[:, 19:], last_action=u_prev)
+    # committed to the env's device like the rest of the state, or the first step would be a
+    # program of its own (a second compile of the same step)
+    s = jax.device_put(s.replace(qpos=x0[:, :19], qvel=x0[:, 19:], last_action=u_prev), env.device)
     states = [x0]
     for t in range(H):
         s = env.step(s, U[:, t])
@@ -354,19 +358,19 @@ def test_torch_phi_equals_jax(walk, dyn):
 def test_remat_trades_the_backward_memory_for_recompute(dyn):
     """remat=False (the default) keeps every control step's intermediates for the backward pass
     (measured: 0.16 MiB per window and step); remat=True keeps one state per step and recomputes the
-    rest. The residuals' sizes come from tracing alone (jax.eval_shape), nothing compiles."""
+    rest. The residuals' sizes come from tracing alone (jax.eval_shape), nothing compiles; the
+    default's is the trace of this module's VJP program (B, H), which jit has kept."""
     sd = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-
-    def residual_bytes(d, b, h):
-        out = jax.eval_shape(lambda *a: jax.vjp(d._rollout, *a)[1], sd(b, 37), sd(b, 12), sd(b, h, 12))
-        return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(out))
+    shapes = sd(B, 37), sd(B, 12), sd(B, H, 12)
+    nbytes = lambda tree: sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(tree))
 
     remat = copy.copy(dyn)                 # the same model and physics; _rollout reads remat when traced
     remat.remat = True
     assert not dyn.remat
-    kept, recomputed = residual_bytes(dyn, 4, 8), residual_bytes(remat, 4, 8)
-    assert 0.1 * 2**20 < kept / (4 * 8) < 0.25 * 2**20     # per window and step (measured: 0.16 MiB;
-    assert recomputed * 100 < kept                         # the batch-free part is 20 kB); 23.7 kB
+    kept = nbytes(jax.eval_shape(dyn._vjp_jit, *shapes)[1])
+    recomputed = nbytes(jax.eval_shape(lambda *a: jax.vjp(remat._rollout, *a)[1], *shapes))
+    assert 0.1 * 2**20 < kept / (B * H) < 0.25 * 2**20     # per window and step (measured: 0.16 MiB)
+    assert recomputed * 100 < kept                         # measured: 34.7 kB, 1/304 of kept
 
 
 @pytest.mark.slow

@@ -18,6 +18,10 @@ from mjx_env.randomize import DRAWS, FIELDS
 DR = RandomizationConfig(enabled=True, joint_frictionloss_range=(0.0, 0.0))
 CFG = TaskConfig(command=CommandConfig(random_resample_prob=0.0), randomization=DR)
 DRAW_RANGE = {d.name: d.range for d in DRAWS}
+# The rolling-friction and drift tests share one config and batch (each config and batch is a program
+# of its own; the suite's persistent cache compiles a shared one once).
+ROLL = CFG.replace(randomization=dataclasses.replace(
+    DR, foot_torsional_friction_range=(0.0, 0.04), foot_rolling_friction_range=(0.0, 0.02), drift_accel_range=(-1.0, 1.0)))
 
 
 def draws(state, i=None):
@@ -83,10 +87,10 @@ def test_rolling_friction_reaches_the_foot_contacts():
     the two geoms, both written with the draw). With the ranges at (0, 0), the default, the feet
     stay condim 3 and geom_friction stays as loaded."""
     import mujoco
-    roll = dataclasses.replace(DR, foot_torsional_friction_range=(0.0, 0.04), foot_rolling_friction_range=(0.0, 0.02))
-    env = Go2Env(2, "mujoco", TaskConfig(randomization=roll))
+    env = Go2Env(2, "mujoco", ROLL)
     feet = list(env.model.foot_geom_ids)
     s = env.reset(jax.random.PRNGKey(3))
+    s = jax.device_put(s.replace(dr=dict(s.dr, drift_accel=jnp.zeros((2, 2)))), env.device)   # no drift here
     for _ in range(40):                                  # settle on the feet
         s = env.step(s, jnp.zeros((2, 12)))
     for i in range(2):
@@ -104,13 +108,13 @@ def test_rolling_friction_reaches_the_foot_contacts():
                                        rtol=1e-6)
     assert draws(s, 0)["foot_rolling_friction"] != draws(s, 1)["foot_rolling_friction"]
     env.close()
-    mjx_env = Go2Env(2, "mjx", TaskConfig(randomization=roll))        # put_model only: nothing compiles
+    mjx_env = Go2Env(2, "mjx", ROLL)                                  # put_model only: nothing compiles
     assert np.asarray(mjx_env.physics.mx.geom_condim)[feet].tolist() == [6] * 4
-    off = Go2Env(2, "mujoco", TaskConfig(randomization=DR))
+    off = Go2Env(4, "mujoco", CFG)                                    # test_reset_env_redraws' env
     s = off.reset(jax.random.PRNGKey(3))
     np.testing.assert_array_equal(np.asarray(off.dr_fields(s.dr)["geom_friction"][0])[:, 1:],
                                   off.model.mj_model.geom_friction[:, 1:].astype(np.float32))
-    off.step(s, jnp.zeros((2, 12)))
+    off.step(s, jnp.zeros((4, 12)))
     assert off.physics.models[0].geom_condim[feet].tolist() == [3] * 4
     off.close()
 
@@ -163,15 +167,16 @@ def test_friction_acts():
         joint_damping_scale_range=(1.0, 1.0), joint_armature_scale_range=(1.0, 1.0)))
     env = Go2Env(2, "mujoco", cfg)
     s = env.reset(jax.random.PRNGKey(0))
-    s = s.replace(dr=dict(s.dr, friction=jnp.float32([1.25, 1.25])))      # written at the next step
+    # written at the next step; committed like the rest of the state (one program for the steps)
+    s = jax.device_put(s.replace(dr=dict(s.dr, friction=jnp.float32([1.25, 1.25]))), env.device)
     zeros = jnp.zeros((2, 12))
     for _ in range(50):                                      # settle on the feet, both alike
         s = env.step(s, zeros)
         assert not bool(s.done.any())
     np.testing.assert_array_equal(np.asarray(s.qpos[0]), np.asarray(s.qpos[1]))
     x0 = np.asarray(s.qpos[:, 0])
-    s = s.replace(qvel=s.qvel.at[:, 0].add(0.6),             # a 0.6 m/s forward kick, env 0 on ice
-                  dr=dict(s.dr, friction=jnp.float32([0.05, 1.25])))
+    s = jax.device_put(s.replace(qvel=s.qvel.at[:, 0].add(0.6),      # a 0.6 m/s forward kick, env 0 on ice
+                                 dr=dict(s.dr, friction=jnp.float32([0.05, 1.25]))), env.device)
     for _ in range(25):
         s = env.step(s, zeros)
         assert not bool(s.done.any())
@@ -320,10 +325,10 @@ def test_drift_adds_its_acceleration_every_control_step():
 def test_drift_moves_a_standing_robot_its_way():
     """Zero actions for 1 s, two envs with the same draws: env 1 under a drift of +1.5 m/s^2 on both
     axes stands but gives way along +x and +y, against env 0 without drift."""
-    env = Go2Env(2, "mujoco", CFG.replace(randomization=dataclasses.replace(DR, drift_accel_range=(-1.0, 1.0))))
+    env = Go2Env(2, "mujoco", ROLL)
     s = env.reset(jax.random.PRNGKey(5))
     dr = {k: jnp.stack([v[0], v[0]]) for k, v in s.dr.items()}
-    s = s.replace(dr=dict(dr, drift_accel=jnp.float32([[0.0, 0.0], [1.5, 1.5]])))
+    s = jax.device_put(s.replace(dr=dict(dr, drift_accel=jnp.float32([[0.0, 0.0], [1.5, 1.5]]))), env.device)
     xy0 = np.asarray(s.qpos[:, :2])
     for _ in range(50):
         s = env.step(s, jnp.zeros((2, 12)))
