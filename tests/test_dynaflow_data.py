@@ -172,9 +172,8 @@ def phi():
     return Go2Dynamics(cfg=TaskConfig(env=EnvConfig(episode_length_s=1.0)))
 
 
-def windows(path):
-    """The file's windows, one batch (its episodes) per start: (x0, u_prev, U, applied U, recorded X)."""
-    z = np.load(path, allow_pickle=True)
+def windows(z):
+    """A loaded file's windows, one batch (its episodes) per start: (x0, u_prev, U, applied U, recorded X)."""
     for t in STARTS:
         X = np.stack([ep[t:t + H + 1] for ep in z["states"]])
         yield (X[:, 0], np.stack([ep[t] for ep in z["last_actions"]]),
@@ -187,7 +186,7 @@ def replay(phi, path):
     z = np.load(path, allow_pickle=True)
     assert dynaflow_data.env_config(z) == phi.cfg.env
     err = []
-    for x0, u_prev, U, _, X in windows(path):
+    for x0, u_prev, U, _, X in windows(z):
         got = np.asarray(phi.rollout(x0, u_prev, U))
         assert got.shape == (len(z["states"]), H + 1, 37)
         assert np.array_equal(got[:, 0], X[:, 0])
@@ -260,7 +259,7 @@ def replay_phi(phi, path):
     Returns the abs error against the recorded states (max over windows and steps, (37,)) after checking
     that it is the env-form rollout's result, bit for bit."""
     err = []
-    for x0, u_prev, acts, U, X in windows(path):
+    for x0, u_prev, acts, U, X in windows(np.load(path, allow_pickle=True)):
         got = np.asarray(phi.phi(x0, U))
         np.testing.assert_array_equal(got, phi.rollout(x0, u_prev, acts))
         err.append(np.abs(got - X).max(axis=(0, 1)))

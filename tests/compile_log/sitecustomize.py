@@ -36,7 +36,7 @@ if _DIR:
     # that never uses JAX its import time): a meta-path hook waits for the first `import jax`.
     class _AfterJax:
         def find_spec(self, name, path=None, target=None):
-            if name == "jax.monitoring" or "jax" not in sys.modules or "jax._src.monitoring" not in sys.modules:
+            if "jax._src.monitoring" not in sys.modules:
                 return None
             sys.meta_path.remove(self)
             sys.modules["jax._src.monitoring"].register_event_duration_secs_listener(_on_duration)
