@@ -49,15 +49,17 @@ def load_windows(path, horizon: int, heldout_every: int):
     z = np.load(path, allow_pickle=True)
     if "applied_action_min" not in z.files:
         raise UserError(f"{path} has no applied-action statistics: collect or convert it again with this checkout")
-    if z["states"][0].shape[1] != 37:
+    # An NpzFile reads (and unpickles) a key's whole array on every access: read each one once.
+    states, actions, conds = z["states"], z["applied_actions"], z["conditionings"]
+    if states[0].shape[1] != 37:
         raise UserError(f"{path}: states must have 37 entries (qpos then qvel of the Go2)")
     sets = {"train": ([], [], []), "heldout": ([], [], [])}
     for e, T in enumerate(z["episode_lengths"]):
         key = "heldout" if e % heldout_every == heldout_every - 1 else "train"
         for t in range(int(T) - horizon):                 # states t..t+H, applied actions t..t+H-1
-            sets[key][0].append(z["states"][e][t:t + horizon + 1])
-            sets[key][1].append(z["applied_actions"][e][t:t + horizon])
-            sets[key][2].append(z["conditionings"][e][t])
+            sets[key][0].append(states[e][t:t + horizon + 1])
+            sets[key][1].append(actions[e][t:t + horizon])
+            sets[key][2].append(conds[e][t])
     for key, (x, _, _) in sets.items():
         if not x:
             raise UserError(f"{path}: no {key} windows of H = {horizon} (episodes: {len(z['states'])}, lengths "
