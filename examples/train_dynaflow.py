@@ -62,7 +62,7 @@ def load_windows(path, horizon: int, heldout_every: int):
             sets[key][2].append(conds[e][t])
     for key, (x, _, _) in sets.items():
         if not x:
-            raise UserError(f"{path}: no {key} windows of H = {horizon} (episodes: {len(z['states'])}, lengths "
+            raise UserError(f"{path}: no {key} windows of H = {horizon} (episodes: {len(states)}, lengths "
                             f"{z['episode_lengths'].tolist()}); use more or longer episodes, or a shorter --horizon")
     out = {k: tuple(np.stack(a).astype(np.float32) for a in v) for k, v in sets.items()}
     return z, out["train"], out["heldout"]
