@@ -69,6 +69,16 @@ def load_windows(path, horizon: int, heldout_every: int):
 
 
 # ---- the network -----------------------------------------------------------------------------------
+def optimizer(params, args):
+    """Adam at --lr; with --lr-schedule cosine, a scheduler that decays it to 0 over --steps (the late,
+    small steps average out the minibatch noise). Returns (optimizer, scheduler or None)."""
+    import torch
+    opt = torch.optim.Adam(params, lr=args.lr)
+    if args.lr_schedule == "constant":
+        return opt, None
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(args.steps, 1))
+
+
 def mlp(n_in, n_out, width, depth=3):
     import torch.nn as nn
     layers, n = [], n_in
@@ -157,7 +167,7 @@ class Trainer:
         import torch
         a = self.args
         net = FlowNet(self.H, self.H * (37 if direct else 12), a.width, self.dev, a.seed)
-        opt = torch.optim.Adam(net.net.parameters(), lr=a.lr)
+        opt, sched = optimizer(net.net.parameters(), a)
         n = len(self.train[0])
         fixed = self.batch(self.train, torch.arange(self.B, device=self.dev) % n)     # B long: one Φ shape
         with torch.no_grad():
@@ -169,6 +179,8 @@ class Trainer:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             losses.append(loss.item())
             if a.print_every and (step % a.print_every == 0 or step == a.steps - 1):
                 print(f"[{'direct' if direct else 'dynaflow'}] step {step:5d} loss {losses[-1]:.4f} "
@@ -251,6 +263,7 @@ def run(args) -> dict:
     direct, log_direct = tr.fit(direct=True)
     rms = tr.evaluate(dynaflow, direct)
     out = {"data": str(args.data), "horizon": args.horizon, "batch": args.batch, "steps": args.steps,
+           "lr": args.lr, "lr_schedule": args.lr_schedule,
            "train_windows": len(train[0]), "heldout_windows": len(heldout[0]),
            "heldout_state_rms": rms["dynaflow"],
            "baselines": {"hold_x0": rms["hold_x0"], "direct": rms["direct"],
@@ -271,7 +284,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="windows per step (also Φ's batch in evaluation)")
     p.add_argument("--device", default="cpu", help="torch device of the networks (Φ follows the tensors)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the figures (key heldout_state_rms) here")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate at the first step")
+    p.add_argument("--lr-schedule", dest="lr_schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: decay to 0 over --steps (default); constant: --lr throughout")
     p.add_argument("--width", type=int, default=256, help="hidden units of the MLP")
     p.add_argument("--heldout-every", dest="heldout_every", type=int, default=4,
                    help="hold out every N-th episode")

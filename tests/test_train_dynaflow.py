@@ -52,3 +52,27 @@ def test_bad_input_is_one_line(tmp_path, data):
         r = subprocess.run([sys.executable, str(SCRIPT), *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
+
+
+def test_lr_schedule_cosine_by_default_constant_on_request():
+    """The learning rate each Adam step uses: lr0 * (1 + cos(pi k / T)) / 2 by default, lr0 with
+    --lr-schedule constant (the README's earlier rows)."""
+    import importlib.util
+    import torch
+    spec = importlib.util.spec_from_file_location("train_dynaflow", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for argv, expect in (([], lambda k: 2e-3 * (1 + math.cos(math.pi * k / 4)) / 2), (["--lr-schedule", "constant"],
+                                                                                      lambda k: 2e-3)):
+        _, args = mod.parse_args(["d.npz", "--steps", "4", "--lr", "2e-3", *argv])
+        w = torch.zeros(3, requires_grad=True)
+        opt, sched = mod.optimizer([w], args)
+        used = []
+        for _ in range(4):
+            used.append(opt.param_groups[0]["lr"])
+            w.sum().backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        assert used == pytest.approx([expect(k) for k in range(4)], rel=1e-12, abs=1e-15), (argv, used)
+    assert used == [2e-3] * 4 and mod.parse_args(["d.npz"])[1].lr_schedule == "cosine"
