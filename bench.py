@@ -217,7 +217,7 @@ def randomized_layers(ctx: Context) -> list:
     nofl = dataclasses.replace(dr, joint_frictionloss_range=(0.0, 0.0))
     model = ctx.envs[next(iter(ctx.envs))].model.mj_model
     nominal = randomize.nominal(nofl, model)
-    variants = [(b, tag, c) for b in ctx.envs if b != "warp"      # Go2Env refuses --randomize under Warp
+    variants = [(b, tag, c) for b in ctx.envs
                 for tag, c in (("dr", dr), ("dr_nofl", nofl), ("dr_nominal", nominal))]
     out = []
     for backend, tag, rcfg in variants:

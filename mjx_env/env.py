@@ -33,9 +33,6 @@ class Go2Env:
             raise UserError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.cfg = cfg or TaskConfig()
         self.cfg.validate()
-        if mjx_impl == "warp" and self.cfg.randomization.enabled:
-            raise UserError("--randomize with --mjx-impl warp is refused: its per-env model fields under MuJoCo "
-                            "Warp have not been checked against C MuJoCo here yet (use --mjx-impl jax)")
         self.num_envs = int(num_envs)
         self.backend = backend
         self.mjx_impl = mjx_impl

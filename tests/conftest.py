@@ -37,6 +37,17 @@ def ref_xml():
     return path
 
 
+def c_model_at_warp_cap(env_cfg):
+    """The Go2 model for C MuJoCo with MuJoCo Warp's solver caps (WarpConfig): at the model's own
+    4 iterations C stops its solve early at hard landings, where Warp (at 20) has converged."""
+    from mjx_env.config import WarpConfig
+    from mjx_env.model import load_go2
+    g = load_go2(None, env_cfg)
+    for m in (g.mj_model, g.physics_mj_model):
+        m.opt.iterations, m.opt.ls_iterations = WarpConfig().iterations, WarpConfig().ls_iterations
+    return g
+
+
 class _Digests(dict):
     """backend -> tests/rollout_digest.py's digest of the default env, each computed when first asked
     for (a worker that only checks the C MuJoCo backend never compiles the MJX one)."""

@@ -257,9 +257,13 @@ def test_mjx_on_the_gpu_matches_c_mujoco_under_highest_precision(cuda0):
 
 def gpu_parity_with_c_mujoco(cuda0, mjx_impl):
     """16 envs, 50 steps of the same random actions on MJX (on cuda:0) and C MuJoCo, within
-    tests/test_backends.py's bounds; returns the GPU env and its last state."""
+    tests/test_backends.py's bounds; returns the GPU env and its last state. Warp is compared with C
+    at its own solver cap (tests/test_warp.py: at the model's 4 iterations C departs at landings)."""
+    from conftest import c_model_at_warp_cap
     n = 16
-    gpu_env, mj_env = Go2Env(n, "mjx", CFG, device=cuda0.jax, mjx_impl=mjx_impl), Go2Env(n, "mujoco", CFG)
+    c_model = c_model_at_warp_cap(CFG.env) if mjx_impl == "warp" else None
+    gpu_env = Go2Env(n, "mjx", CFG, device=cuda0.jax, mjx_impl=mjx_impl)
+    mj_env = Go2Env(n, "mujoco", CFG, model=c_model)
     s1, s2 = gpu_env.reset(jax.random.PRNGKey(1)), mj_env.reset(jax.random.PRNGKey(1))
     rng = np.random.default_rng(0)
     for t in range(50):
