@@ -321,11 +321,12 @@ def test_one_ppo_iteration_with_warp_on_cuda0(tmp_path):
     _needs_warp()
     import pickle
     r = _run("train.py", "--device", "cuda:0", "--mjx-impl", "warp", "-B", "1024", "--max_iterations", "1",
-             "-e", "warp", "--log_root", tmp_path)
+             "--randomize", "-e", "warp", "--log_root", tmp_path)       # per-env model fields on the GPU too
     assert r.returncode == 0, r.stderr[-3000:]
     assert "backend=mjx device=cuda:0 mjx_impl=warp" in r.stdout
     saved = pickle.loads((tmp_path / "warp" / "cfgs.pkl").read_bytes())[-1]
     assert saved["backend"] == "mjx" and saved["mjx_impl"] == "warp" and saved["warp"]["iterations"] == 20
+    assert saved["warp"]["ls_iterations"] == 20
     assert (tmp_path / "warp" / "model_0.pt").is_file()
 
 
