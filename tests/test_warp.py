@@ -129,21 +129,29 @@ def test_buffer_overflow_is_reported_in_one_line(envs):
 @needs_warp
 @pytest.mark.slow       # a second Warp program (per-env model fields): a minute or two on 2 cores
 def test_randomized_warp_matches_c_mujoco_with_the_same_draws(envs):
-    """--randomize under Warp: the per-env model fields (masses, inertias, centre of mass, gains,
-    friction, friction loss, damping, armature) reach Warp's kernels as they reach C MuJoCo's per-env
-    models. Same draws (same key), random actions through the landing then standing, 40 steps, C at
-    Warp's caps. Measured: at most 2.6e-6 in the observations (friction loss needs the 20
-    line-search iterations: at 8 both solvers stop short of their answer, 6.5e-4 apart in 4 steps)."""
+    """--randomize under Warp, with the shipped walker's draws (README, "The drift"): the per-env model
+    fields (masses, inertias, centre of mass, gains, friction, friction loss, damping, armature, the
+    feet's torsional and rolling friction in condim-6 contacts) reach Warp's kernels as they reach C
+    MuJoCo's per-env models. Same draws (same key), random actions through the landing then standing,
+    40 steps, C at Warp's caps. Measured: at most 2.6e-6 in the observations with the default draws,
+    4.0e-6 with these over 60 steps (friction loss needs the 20 line-search iterations: at 8 both
+    solvers stop short of their answer, 6.5e-4 apart in 4 steps)."""
     import dataclasses
     from conftest import c_model_at_warp_cap
     from mjx_env.env import Go2Env
-    cfg = CFG.replace(randomization=dataclasses.replace(CFG.randomization, enabled=True))
+    recipe = dict(kp_scale_range=(0.75, 1.25), joint_frictionloss_range=(0.0, 0.4), drift_accel_range=(-1.0, 1.0),
+                  drift_yaw_accel_range=(-1.5, 1.5))        # train.py --dr-range ... of the shipped recipe
+    rolling = dict(foot_rolling_friction_range=(0.0, 0.02), foot_torsional_friction_range=(0.0, 0.04))
+    cfg, no_rolling = (CFG.replace(randomization=dataclasses.replace(CFG.randomization, enabled=True, **recipe, **extra))
+                       for extra in (rolling, {}))
     run = {"warp": Go2Env(N, "mjx", cfg, model=envs["warp"].model, mjx_impl="warp"),
-           "c": Go2Env(N, "mujoco", cfg, model=c_model_at_warp_cap(cfg.env)), "nominal": envs["warp"]}
+           "c": Go2Env(N, "mujoco", cfg, model=c_model_at_warp_cap(cfg.env)), "nominal": envs["warp"],
+           "c_no_rolling": Go2Env(N, "mujoco", no_rolling, model=c_model_at_warp_cap(cfg.env))}
     states = {k: env.reset(jax.random.PRNGKey(1)) for k, env in run.items()}
     for name in states["warp"].dr:
         np.testing.assert_array_equal(states["warp"].dr[name], states["c"].dr[name])
     assert float(jnp.ptp(states["warp"].dr["joint_frictionloss"])) > 0.1        # draws that differ per env
+    assert float(jnp.ptp(states["warp"].dr["foot_rolling_friction"])) > 0.005  # of U[0, 0.02]
     rng = np.random.default_rng(0)
     for t in range(40):
         a = jnp.asarray(rng.normal(0, 0.3 if t < 30 else 0.0, (N, 12)).astype(np.float32))
@@ -151,11 +159,13 @@ def test_randomized_warp_matches_c_mujoco_with_the_same_draws(envs):
         w, r = states["warp"], states["c"]
         np.testing.assert_allclose(w.obs, r.obs, atol=2e-5, err_msg=f"step {t}")
         np.testing.assert_allclose(w.qpos, r.qpos, atol=2e-5, err_msg=f"step {t}")
-    # the draws changed Warp's physics: the nominal Warp env from the same start is elsewhere
+    # the draws changed Warp's physics: the nominal Warp env from the same start is elsewhere, and so
+    # is C without the feet's rolling friction (the condim-6 contacts act under Warp too)
     assert float(jnp.abs(states["warp"].qpos - states["nominal"].qpos).max()) > 1e-3
+    assert float(jnp.abs(states["warp"].qpos - states["c_no_rolling"].qpos).max()) > 1e-3
     run["warp"].check_overflow()
-    run["c"].close()
-    run["warp"].close()
+    for k in ("c", "c_no_rolling", "warp"):
+        run[k].close()
 
 
 def test_phi_refuses_warp_in_one_line():
