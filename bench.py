@@ -3,6 +3,7 @@
     python bench.py                         # 1, 64, 512, 4096 envs on the current device
     python bench.py --num-envs 512 4096 --repeats 7 --json bench.json
     python bench.py --plot bench.png --from bench.json       # draw a report (matplotlib)
+    python bench.py --backends mjx --mjx-impl warp --randomize --warp-caps 20 8   # Warp at other solver caps
 
 Layers, per env count, measured in one run:
   rollout_1t / rollout_mt   raw C MuJoCo (mujoco.rollout), one thread / all threads: the CPU limit
@@ -244,7 +245,15 @@ def make_env(label: str, n: int, cfg, args, devices):
     from mjx_env.env import Go2Env
     backend, impl = LABELS[label]
     return Go2Env(n, backend, cfg, nthread=args.threads, device=devices.jax if backend == "mjx" else None,
-                  mjx_impl=impl)
+                  mjx_impl=impl, warp=warp_config(args))
+
+
+def warp_config(args):
+    """WarpConfig with --warp-caps ITER LS in place of its solver caps (to time what the caps cost)."""
+    from mjx_env.config import WarpConfig
+    if args.warp_caps is None:
+        return WarpConfig()
+    return dataclasses.replace(WarpConfig(), iterations=args.warp_caps[0], ls_iterations=args.warp_caps[1])
 
 # Each layer's ratio to the layer beneath it (printed beside it), and further ratios of interest.
 BENEATH = {"rollout_mt": "rollout_1t", "env_mujoco": "rollout_mt", "bridge_mujoco": "env_mujoco",
@@ -526,6 +535,9 @@ def main(argv=None) -> int:
     p.add_argument("--mjx-impl", "--mjx_impl", dest="mjx_impl", nargs="+", default=["jax"],
                    help="MJX's implementation(s) for the mjx layers: jax (default), warp, or jax warp side by side "
                         "(warp: pip install -e '.[warp]')")
+    p.add_argument("--warp-caps", "--warp_caps", dest="warp_caps", type=int, nargs=2, default=None,
+                   metavar=("ITER", "LS"), help="Warp's solver and line-search iteration caps in place of "
+                   "WarpConfig's 20 and 20, to time what they cost (parity with C MuJoCo needs WarpConfig's)")
     p.add_argument("--train-backends", nargs="*", default=None,
                    help="backends to time a PPO iteration with: mujoco, mjx or warp (MJX's Warp implementation); "
                         "default: the one train.py picks")
@@ -577,6 +589,9 @@ def bench(args) -> int:
         check_impl(impl)
     if "warp" in args.mjx_impl and "mjx" not in args.backends:
         raise UserError("--mjx-impl warp times MJX's Warp implementation: add mjx to --backends")
+    if args.warp_caps is not None and ("warp" not in args.mjx_impl or min(args.warp_caps) < 1):
+        raise UserError(f"--warp-caps takes two iteration caps >= 1 for --mjx-impl warp, got "
+                        f"{' '.join(map(str, args.warp_caps))} with --mjx-impl {' '.join(args.mjx_impl)}")
     for b in args.train_backends or []:
         check_backend(b, ("mjx", "mujoco", "warp"), flag="train backend")
         if b != "mujoco" and (LABELS[b][1] not in args.mjx_impl or "mjx" not in args.backends):
@@ -591,6 +606,7 @@ def bench(args) -> int:
     report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
               "device": devices.name, "matmul_precision": args.matmul_precision, "threads": args.threads or cpu_threads(), "versions": versions(),
               "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
+              "warp_caps": [warp_config(args).iterations, warp_config(args).ls_iterations],
               "results": []}
     if args.phi:
         if min(args.phi_batch + args.phi_horizon) < 1:

@@ -98,6 +98,8 @@ def test_training_iteration_split(report):
     (["--mjx-impl", "cuda"], "bench.py: error: unknown --mjx-impl 'cuda': choose jax or warp"),
     (["--train-backends", "warp"],
      "bench.py: error: --train-backends warp needs its env layer: --backends mjx --mjx-impl warp"),
+    (["--warp-caps", "20", "8"],
+     "bench.py: error: --warp-caps takes two iteration caps >= 1 for --mjx-impl warp, got 20 8 with --mjx-impl jax"),
 ])
 def test_bad_flag_one_line(tmp_path, flags, message):
     r = subprocess.run([sys.executable, str(REPO / "bench.py"), *flags, "--json", str(tmp_path / "x")],

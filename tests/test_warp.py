@@ -127,6 +127,23 @@ def test_buffer_overflow_is_reported_in_one_line(envs):
 
 
 @needs_warp
+def test_bench_warp_caps_reach_the_solver():
+    """bench.py --warp-caps ITER LS times Warp at other solver caps: they reach the model Warp steps
+    (and only Warp's; the default is WarpConfig's)."""
+    import argparse
+    import bench
+    from bridge import device as devmod
+    devices = devmod.resolve("cpu", "highest")
+    for caps, want in ((None, (WarpConfig().iterations, WarpConfig().ls_iterations)), ([7, 3], (7, 3))):
+        env = bench.make_env("warp", 2, CFG, argparse.Namespace(threads=None, warp_caps=caps), devices)
+        assert (env.physics.mx.opt.iterations, env.physics.mx.opt.ls_iterations) == want
+        env.close()
+    env = bench.make_env("mjx", 2, CFG, argparse.Namespace(threads=None, warp_caps=[7, 3]), devices)
+    assert (env.physics.mx.opt.iterations, env.physics.mx.opt.ls_iterations) == (4, 8)   # the model's
+    env.close()
+
+
+@needs_warp
 @pytest.mark.slow       # a second Warp program (per-env model fields): a minute or two on 2 cores
 def test_randomized_warp_matches_c_mujoco_with_the_same_draws(envs):
     """--randomize under Warp, with the shipped walker's draws (README, "The drift"): the per-env model
