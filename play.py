@@ -71,7 +71,8 @@ def report(res: dict, args) -> int:
         print("  signed v_x bias by command " + ", ".join(f"{b}: {v:+.3f}" for b, v in res["vx_bias_by_command"].items()))
     if "estimator_abs_error_m_s" in res:
         e = res["estimator_abs_error_m_s"]
-        print(f"  velocity estimator error   x {e['x']:.4f}, y {e['y']:.4f}, z {e['z']:.4f} m/s")
+        print(f"  velocity estimator error   x {e['x']:.4f}, y {e['y']:.4f}, z {e['z']:.4f} m/s "
+              f"(signed x {res['estimator_bias_m_s']['x']:+.4f})")
     if "jump" in res:
         j = res["jump"]
         print(f"jumps to {args.jump} m every {args.jump_every} s: {j['jumps']} jumps")

@@ -50,6 +50,28 @@ def test_play_metrics_of_a_standing_policy(tmp_path):
     assert 0.02 < m["mean_abs_height_error"] < 0.08     # drops from 0.42 m, settles near 0.27 m
 
 
+def test_estimator_scores_are_mean_absolute_and_mean_signed_errors():
+    """play.py's estimator figures, computed by hand: two envs, two steps. The signed error (estimate -
+    true) says whether a speed bias is the estimate's; errors of both signs cancel in it, not in the
+    absolute one."""
+    from types import SimpleNamespace
+
+    from mjx_env.config import ObsConfig
+    from tools.rollout import PolicyLoop
+    o = ObsConfig()
+    loop = SimpleNamespace(env=SimpleNamespace(cfg=SimpleNamespace(obs=o)), n=2, estimator_steps=0,
+                           estimator_error=np.zeros(3), estimator_signed=np.zeros(3))
+    true = np.array([[1.0, 0.0, 0.0], [-0.5, 0.2, 0.0]])
+    critic = np.zeros((2, o.num_obs + 3))
+    critic[:, o.num_obs:] = true * o.lin_vel_scale
+    for dx in (0.1, -0.1):         # the estimate x too fast, then too slow; y 0.1 low in env 1
+        est = true + np.array([[dx, 0.0, 0.0], [dx, -0.1, 0.0]])
+        PolicyLoop._score_estimate(loop, SimpleNamespace(critic_obs=critic), torch.tensor(est * o.lin_vel_scale))
+    s = PolicyLoop.estimator_summary(loop)
+    assert s["estimator_abs_error_m_s"] == pytest.approx({"x": 0.1, "y": 0.05, "z": 0.0})
+    assert s["estimator_bias_m_s"] == pytest.approx({"x": 0.0, "y": -0.05, "z": 0.0})
+
+
 def test_play_bad_checkpoint(tmp_path):
     r = run("play.py", "--checkpoint", tmp_path / "none.pt", timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [

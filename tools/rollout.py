@@ -38,6 +38,7 @@ class PolicyLoop:
         # The velocity estimator's error (m/s, body x y z), summed over the steps seen, if the actor has one.
         self.estimator = getattr(self.actor, "estimator", None) is not None
         self.estimator_error, self.estimator_steps = np.zeros(3), 0
+        self.estimator_signed = np.zeros(3)     # estimate - true: whether a speed bias is the estimate's
 
     def actor_input(self, state):
         """What the actor reads: the observation, or its history as one row, oldest first."""
@@ -60,15 +61,19 @@ class PolicyLoop:
     def _score_estimate(self, state, estimate) -> None:
         o = self.env.cfg.obs
         true = np.asarray(state.critic_obs)[:, o.num_obs:o.num_obs + 3] / o.lin_vel_scale
-        self.estimator_error += np.abs(estimate.cpu().numpy() / o.lin_vel_scale - true).sum(0)
+        err = estimate.cpu().numpy() / o.lin_vel_scale - true
+        self.estimator_error += np.abs(err).sum(0)
+        self.estimator_signed += err.sum(0)
         self.estimator_steps += self.n
 
     def estimator_summary(self) -> dict:
-        """Mean absolute error of the velocity estimate, per body axis (m/s); {} without an estimator."""
+        """Mean absolute and mean signed (estimate - true) error of the velocity estimate, per body
+        axis (m/s); {} without an estimator."""
         if not self.estimator_steps:
             return {}
-        e = self.estimator_error / self.estimator_steps
-        return {"estimator_abs_error_m_s": {"x": e[0], "y": e[1], "z": e[2]}}
+        e, b = self.estimator_error / self.estimator_steps, self.estimator_signed / self.estimator_steps
+        return {"estimator_abs_error_m_s": {"x": e[0], "y": e[1], "z": e[2]},
+                "estimator_bias_m_s": {"x": b[0], "y": b[1], "z": b[2]}}
 
     def pd_targets(self, state, new) -> np.ndarray:
         """The joint targets applied in the step from state to new (Go2Task.pd_targets)."""
