@@ -537,7 +537,7 @@ def main(argv=None) -> int:
                         "(warp: pip install -e '.[warp]')")
     p.add_argument("--warp-caps", "--warp_caps", dest="warp_caps", type=int, nargs=2, default=None,
                    metavar=("ITER", "LS"), help="Warp's solver and line-search iteration caps in place of "
-                   "WarpConfig's 20 and 20, to time what they cost (parity with C MuJoCo needs WarpConfig's)")
+                   "WarpConfig's, to time what they cost (parity with C MuJoCo needs WarpConfig's)")
     p.add_argument("--train-backends", nargs="*", default=None,
                    help="backends to time a PPO iteration with: mujoco, mjx or warp (MJX's Warp implementation); "
                         "default: the one train.py picks")
