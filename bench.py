@@ -603,10 +603,11 @@ def bench(args) -> int:
     if args.train_backends is None:
         auto = ("mjx" if "jax" in args.mjx_impl else "warp") if devices.is_gpu else "mujoco"
         args.train_backends = [auto] if LABELS[auto][0] in args.backends else []
+    warp = warp_config(args)
     report = {"machine": {"cpu": cpu_name(), "cores": cpu_threads(), "platform": platform.platform()},
               "device": devices.name, "matmul_precision": args.matmul_precision, "threads": args.threads or cpu_threads(), "versions": versions(),
               "substeps": TaskConfig().env.substeps, "repeats": args.repeats, "seconds": args.seconds,
-              "warp_caps": [warp_config(args).iterations, warp_config(args).ls_iterations],
+              "warp_caps": [warp.iterations, warp.ls_iterations],
               "results": []}
     if args.phi:
         if min(args.phi_batch + args.phi_horizon) < 1:
