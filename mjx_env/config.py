@@ -256,6 +256,10 @@ class WarpConfig:
     # The env reads Warp's overflow bits on the host every this many control steps.
     overflow_check_every: int = 50
 
+    def set_caps(self, m) -> None:
+        """Give an MjModel these solver caps (Warp's model, or C MuJoCo's reference in parity checks)."""
+        m.opt.iterations, m.opt.ls_iterations = self.iterations, self.ls_iterations
+
 
 @dataclass(frozen=True)
 class TaskConfig:

@@ -126,7 +126,7 @@ class MjxPhysics:
         # MuJoCo Warp refuses mjDSBL_AUTORESET (load_go2 sets it for C MuJoCo; Warp never resets).
         m.opt.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
         # Its solver needs its own cap to agree with C MuJoCo (WarpConfig explains the numbers).
-        m.opt.iterations, m.opt.ls_iterations = warp.iterations, warp.ls_iterations
+        warp.set_caps(m)
         # Buffers: the JAX implementation allocates every contact its collision functions can make
         # and every constraint row they can need, so its sizes bound one world's; Warp's contact
         # buffer is one pool for the whole batch. The margin covers collision functions of Warp

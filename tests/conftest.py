@@ -44,7 +44,7 @@ def c_model_at_warp_cap(env_cfg):
     from mjx_env.model import load_go2
     g = load_go2(None, env_cfg)
     for m in (g.mj_model, g.physics_mj_model):
-        m.opt.iterations, m.opt.ls_iterations = WarpConfig().iterations, WarpConfig().ls_iterations
+        WarpConfig().set_caps(m)
     return g
 
 
