@@ -582,6 +582,10 @@ def bench(args) -> int:
     if args.repeats < 1 or args.train_iterations < 1:
         raise UserError(f"--repeats and --train-iterations must be >= 1, got {args.repeats} "
                         f"and {args.train_iterations}")
+    if args.seconds < 0:
+        raise UserError(f"--seconds must be >= 0, got {args.seconds:g}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     for b in args.backends:
         check_backend(b, ("mjx", "mujoco"), flag="backend")
     from mjx_env.physics import check_impl

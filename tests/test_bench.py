@@ -94,6 +94,8 @@ def test_training_iteration_split(report):
 @pytest.mark.parametrize("flags, message", [
     (["--num-envs", "0"], "bench.py: error: --num-envs must be >= 1, got 0"),
     (["--repeats", "0"], "bench.py: error: --repeats and --train-iterations must be >= 1, got 0 and 1"),
+    (["--seconds", "-1"], "bench.py: error: --seconds must be >= 0, got -1"),
+    (["--threads", "0"], "bench.py: error: --threads must be >= 1, got 0"),
     (["--phi", "--phi-horizon", "0"], "bench.py: error: --phi-batch and --phi-horizon must be >= 1"),
     (["--mjx-impl", "cuda"], "bench.py: error: unknown --mjx-impl 'cuda': choose jax or warp"),
     (["--train-backends", "warp"],
