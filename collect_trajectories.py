@@ -30,7 +30,7 @@ from demos import FORMAT_VERSION, STEP_FIELDS, convert, load_dataset, merge, par
 from demos.npz import state_names
 from mjx_env.errors import OneLineParser, UserError
 from mjx_env.feet import FootProbe
-from mjx_env.files import sha256
+from mjx_env.files import check_folder, sha256
 from tools.cli import (add_commands, add_device, add_model, add_perturbations, check_backend,
                        check_mjx_impl, run)
 
@@ -61,8 +61,7 @@ def collect(args) -> dict:
     check_backend(args.backend)
     check_mjx_impl(getattr(args, "mjx_impl", "jax"), args.backend)
     out = Path(args.out)
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
+    check_folder(out)
     # With --jump the recorded rewards are the jump task's (jump terms on, no random jump commands).
     cfg = episode_config(args, jumps_enabled=args.jump is not None, jump_prob=0.0)
     checkpoint = Path(args.checkpoint) if args.checkpoint else SHIPPED_POLICY

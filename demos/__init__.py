@@ -12,7 +12,7 @@ import numpy as np
 from demos import npz
 from demos.hdf5 import FORMAT_VERSION, STEP_FIELDS, Dataset, load_dataset, write_hdf5  # noqa: F401
 from mjx_env.errors import UserError
-from mjx_env.files import atomic_write, sha256
+from mjx_env.files import atomic_write, check_folder, sha256
 
 WRITERS = {".npz": npz.write_npz}       # any other suffix: HDF5
 
@@ -32,8 +32,7 @@ SAME_IN_EVERY_PART = {"model_sha256": "model", "checkpoint_sha256": "checkpoint"
 def merge(paths, out) -> dict:
     """One dataset from HDF5 parts of one collection, episodes in the order of the parts."""
     out = Path(out)
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
+    check_folder(out)
     if out.resolve() in {Path(p).resolve() for p in paths}:
         raise UserError(f"--out {out} is one of the parts: write the merged file elsewhere")
     import h5py
@@ -92,8 +91,7 @@ def convert(h5_path, out) -> dict:
     out = Path(out)
     if out.suffix != ".npz":
         raise UserError(f"--out must end in .npz, got {out}")
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
+    check_folder(out)
     import h5py
     if Path(h5_path).is_file() and not h5py.is_hdf5(h5_path):
         raise UserError(f"{h5_path} is not an HDF5 file (convert reads what collect_trajectories.py --out *.h5 "

@@ -7,6 +7,15 @@ import pickle
 import tempfile
 from pathlib import Path
 
+from mjx_env.errors import UserError
+
+
+def check_folder(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output path whose folder does not exist."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {path}: folder {folder} does not exist")
+
 
 def atomic_write(path: str | os.PathLike, write) -> None:
     """write(tmp_path) then rename: a crash mid-write never truncates an existing file."""

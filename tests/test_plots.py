@@ -44,10 +44,16 @@ def test_play_plot_and_progress_bar(tmp_path, monkeypatch):
     assert term.getvalue() == ""
 
 
-def test_play_plot_bad_folder_fails_before_the_run(tmp_path, capsys):
+@pytest.mark.parametrize("flag, name", [("--plot", "t.png"), ("--json", "m.json")])
+def test_play_output_in_a_missing_folder_fails_before_the_run(tmp_path, capsys, monkeypatch, flag, name):
     import play
-    assert play.main(["--plot", str(tmp_path / "no" / "t.png")]) == 2
-    assert capsys.readouterr().err.strip() == (f"play.py: error: cannot write {tmp_path / 'no' / 't.png'}: "
+    import tools.rollout
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the rollout started")
+    monkeypatch.setattr(tools.rollout, "PolicyLoop", no_run)
+    assert play.main([flag, str(tmp_path / "no" / name)]) == 2
+    assert capsys.readouterr().err.strip() == (f"play.py: error: cannot write {tmp_path / 'no' / name}: "
                                                 f"folder {tmp_path / 'no'} does not exist")
 
 

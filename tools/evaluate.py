@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mjx_env.errors import UserError
+from mjx_env.files import check_folder
 from tools.cli import check_backend, check_mjx_impl, value_range
 
 
@@ -37,6 +38,9 @@ def evaluate(args) -> dict:
     if args.plot:
         from tools.plots import check_target
         check_target(args.plot)
+    for out in (getattr(args, "json", None), args.video):     # fail before the rollout, not after it
+        if out:
+            check_folder(out)
     cfg = eval_config(args)
     loop = PolicyLoop(args, cfg, args.checkpoint, args.num_envs)
     env = loop.env

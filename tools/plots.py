@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mjx_env.errors import UserError
+from mjx_env.files import check_folder
 
 TRACKED = (("v_x", "m/s"), ("v_y", "m/s"), ("yaw rate", "rad/s"))
 
@@ -26,8 +27,7 @@ def pyplot():
 def check_target(path) -> None:
     """Fail before the work, not after it: matplotlib is there and the folder exists."""
     pyplot()
-    if not Path(path).parent.is_dir():
-        raise UserError(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    check_folder(path)
 
 
 def save(fig, path) -> None:
