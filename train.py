@@ -24,7 +24,7 @@ from pathlib import Path
 
 import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
 from bridge.distributed import Group
-from mjx_env.errors import OneLineParser, UserError
+from mjx_env.errors import OneLineParser, UserError, first_line
 from tools.cli import add_actor_inputs, add_device, add_model, check_backend, check_mjx_impl
 
 REPO = Path(__file__).resolve().parent
@@ -229,7 +229,6 @@ def init_actor(runner, path, inputs=None) -> None:
     without an estimator also starts a wider one (bridge.policy.widen_actor)."""
     from bridge.policy import ActorInputs, widen_actor
     from bridge.runner import load_checkpoint_file
-    from mjx_env.errors import first_line
     inputs = inputs or getattr(runner, "actor_inputs", None) or ActorInputs()
     ckpt = load_checkpoint_file(path, "actor")
     if ActorInputs.of(ckpt) != inputs:
@@ -256,10 +255,18 @@ def check_flags(args) -> None:
         raise UserError(f"unknown --logger {args.logger!r}: choose tensorboard or wandb")
     if args.logger == "wandb":
         try:
-            import wandb  # noqa: F401
+            import wandb
         except ImportError:
             raise UserError("--logger wandb needs the wandb package: pip install -e '.[wandb]' "
                             "(or use --logger tensorboard)") from None
+        # The key now, not after the env is built and compiled: rsl_rl's writer logs in at the first
+        # iteration. verify=False: no network; offline and disabled runs need no key.
+        if os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+            try:
+                wandb.login(verify=False)
+            except wandb.errors.UsageError as exc:
+                raise UserError(f"--logger wandb: {first_line(exc)} (or set WANDB_MODE=offline to log on "
+                                "this machine only, or use --logger tensorboard)") from None
     if args.resume and args.init_actor:
         raise UserError("--resume and --init-actor exclude each other: --resume already holds the actor")
     if args.init_noise_std is not None:

@@ -1,4 +1,5 @@
-"""train.py --logger wandb: an offline run writes its W&B run directory; without wandb, one line."""
+"""train.py --logger wandb: an offline run writes its W&B run directory; without wandb or without a
+key, one line."""
 import os
 import subprocess
 import sys
@@ -46,3 +47,19 @@ def test_unknown_logger_is_one_line(tmp_path, capsys):
     import train
     assert train.main(["--logger", "neptune", "--log_root", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "train.py: error: unknown --logger 'neptune': choose tensorboard or wandb"
+
+
+def test_wandb_without_a_key_is_one_line_before_the_env(tmp_path):
+    """No API key (a fresh HOME, no WANDB_API_KEY) and an online run: refused in one line before
+    the env is built, so nothing is written; WANDB_MODE=offline needs no key (test above)."""
+    pytest.importorskip("wandb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "cfg"))
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), "--device", "cpu", "--num_envs", "8",
+                        "--max_iterations", "1", "--logger", "wandb", "--log_root", str(tmp_path / "logs")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "train.py: error: --logger wandb: No API key configured. Use `wandb login` to log in. (or set "
+        "WANDB_MODE=offline to log on this machine only, or use --logger tensorboard)"]
+    assert not (tmp_path / "logs").exists()
