@@ -37,10 +37,12 @@ import sys
 import tempfile
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 import mjx_env  # noqa: F401  (JAX memory policy)
 from mjx_env.errors import OneLineParser, UserError
+from mjx_env.files import atomic_write, check_folder
 from tools.cli import add_device, check_backend, run
 
 
@@ -586,6 +588,7 @@ def bench(args) -> int:
         raise UserError(f"--seconds must be >= 0, got {args.seconds:g}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    check_folder(args.json)                   # before the benchmark, not after it
     for b in args.backends:
         check_backend(b, ("mjx", "mujoco"), flag="backend")
     from mjx_env.physics import check_impl
@@ -622,8 +625,7 @@ def bench(args) -> int:
     for n in [] if args.phi else args.num_envs:
         report["results"].append(bench_count(n, args, devices))
         print(table({"results": report["results"][-1:]}), flush=True)
-    with open(args.json, "w") as f:
-        json.dump(report, f, indent=1)
+    atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
     print(f"\n{report['machine']['cpu']}, {report['threads']} threads, device {report['device']}, "
           f"{args.repeats} interleaved rounds")
     print(phi_table(report["phi"]) if args.phi else table(report))

@@ -96,6 +96,8 @@ def test_training_iteration_split(report):
     (["--repeats", "0"], "bench.py: error: --repeats and --train-iterations must be >= 1, got 0 and 1"),
     (["--seconds", "-1"], "bench.py: error: --seconds must be >= 0, got -1"),
     (["--threads", "0"], "bench.py: error: --threads must be >= 1, got 0"),
+    (["--json", "/nonexistent-folder/b.json"],
+     "bench.py: error: cannot write /nonexistent-folder/b.json: folder /nonexistent-folder does not exist"),
     (["--phi", "--phi-horizon", "0"], "bench.py: error: --phi-batch and --phi-horizon must be >= 1"),
     (["--mjx-impl", "cuda"], "bench.py: error: unknown --mjx-impl 'cuda': choose jax or warp"),
     (["--train-backends", "warp"],
@@ -104,7 +106,7 @@ def test_training_iteration_split(report):
      "bench.py: error: --warp-caps takes two iteration caps >= 1 for --mjx-impl warp, got 20 8 with --mjx-impl jax"),
 ])
 def test_bad_flag_one_line(tmp_path, flags, message):
-    r = subprocess.run([sys.executable, str(REPO / "bench.py"), *flags, "--json", str(tmp_path / "x")],
+    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--json", str(tmp_path / "x"), *flags],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == message
 
