@@ -30,7 +30,13 @@ DEFAULT_XML = Path(__file__).resolve().parent.parent / "Unitree_go2" / "go2_mjx_
 
 def load_policy(path):
     """An onnxruntime session and its metadata (JSON values)."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if not Path(path).is_file():
+        raise ValueError(f"ONNX policy not found: {path} (export one: python -m bridge.policy CKPT out.onnx)")
+    state = ort.capi.onnxruntime_pybind11_state
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.InvalidArgument) as exc:
+        raise ValueError(f"{path} is not an ONNX model onnxruntime can load ({str(exc).splitlines()[0][:120]})") from None
     meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     return session, meta
 

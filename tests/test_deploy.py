@@ -167,6 +167,16 @@ def example():
     return mod
 
 
+def test_example_refuses_a_missing_or_foreign_policy_in_one_line(example, tmp_path, capsys):
+    not_onnx = tmp_path / "actor.pt"
+    not_onnx.write_bytes(b"not a protobuf")
+    for path, start in ((tmp_path / "none.onnx", f"ONNX policy not found: {tmp_path / 'none.onnx'}"),
+                        (not_onnx, f"{not_onnx} is not an ONNX model onnxruntime can load")):
+        assert example.main([str(path), "--duration", "0.1"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith(f"deploy_onnx.py: error: {start}")
+
+
 def rollout_states(env, steps, seed=0):
     """(state before, action, state after) of a random-action rollout with varied commands."""
     rng = np.random.default_rng(seed)
