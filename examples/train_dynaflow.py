@@ -253,6 +253,9 @@ def run(args) -> dict:
                             f"got {getattr(args, name)}")
     if args.heldout_every < 2:
         raise UserError(f"--heldout-every must be >= 2 (one episode in N is held out), got {args.heldout_every}")
+    if args.json:
+        from mjx_env.files import check_folder
+        check_folder(args.json)               # before the minutes of training, not after them
     import torch
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: torch sees no CUDA device; use --device cpu")

@@ -48,7 +48,9 @@ def test_loss_falls_and_heldout_figures_are_finite(data, tmp_path):
 def test_bad_input_is_one_line(tmp_path, data):
     for argv, msg in (([str(tmp_path / "none.npz")], "need an NPZ dataset"),
                       ([str(data), "--horizon", "40"], "no train windows of H = 40"),
-                      ([str(data), "--heldout-every", "1"], "--heldout-every must be >= 2")):
+                      ([str(data), "--heldout-every", "1"], "--heldout-every must be >= 2"),
+                      ([str(data), "--json", str(tmp_path / "no" / "r.json")],
+                       f"cannot write {tmp_path / 'no' / 'r.json'}: folder {tmp_path / 'no'} does not exist")):
         r = subprocess.run([sys.executable, str(SCRIPT), *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
