@@ -12,7 +12,6 @@ state of the window (it stays zero). The recorded actions are printed beside, fo
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -108,8 +107,8 @@ def recover(dyn, states, scale, iters: int, lr: float, print_every: int = 1, rec
 
 
 def main(argv=None) -> int:
-    from mjx_env.errors import UserError
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from mjx_env.errors import OneLineParser, UserError
+    p = OneLineParser(prog="recover_actions.py", description=__doc__.split("\n")[0])
     p.add_argument("npz", help="dataset in the DynaFlow NPZ format")
     p.add_argument("--episode", type=int, default=0)
     p.add_argument("--start", type=int, default=100, help="first state of the window (control step)")
@@ -120,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--xml-path", default=None, help="the model the data was collected with (default: the file's)")
     args = p.parse_args(argv)
     try:
+        if args.iters < 0 or not args.lr > 0 or args.print_every < 1:
+            raise UserError(f"need --iters >= 0, --lr > 0 and --print-every >= 1, got {args.iters}, {args.lr:g} "
+                            f"and {args.print_every}")
         z, states, recorded = load_window(args.npz, args.episode, args.start, args.horizon)
         from demos.npz import env_config
         from mjx_env.files import sha256

@@ -50,7 +50,9 @@ def test_bad_window_is_one_line(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", episode_lengths=np.array([50]))
     for args, msg in (([str(tmp_path / "d.h5")], "need an NPZ dataset"),
                       ([str(tmp_path / "d.npz"), "--episode", "3"], "--episode 3: the file has episodes 0..0"),
-                      ([str(tmp_path / "d.npz"), "--start", "40", "-H", "16"], "does not fit episode 0 (50 steps)")):
+                      ([str(tmp_path / "d.npz"), "--start", "40", "-H", "16"], "does not fit episode 0 (50 steps)"),
+                      ([str(tmp_path / "d.npz"), "--print-every", "0"], "--print-every >= 1, got 300, 0.1 and 0"),
+                      ([str(tmp_path / "d.npz"), "--lr", "-1"], "--lr > 0 and --print-every >= 1, got 300, -1 and 10")):
         assert recover_actions.main(args) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("recover_actions.py: error: ") and msg in lines[0], lines
