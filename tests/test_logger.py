@@ -59,7 +59,7 @@ def test_wandb_without_a_key_is_one_line_before_the_env(tmp_path):
                         "--max_iterations", "1", "--logger", "wandb", "--log_root", str(tmp_path / "logs")],
                        cwd=REPO, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
     assert r.returncode == 2, r.stderr[-2000:]
-    assert r.stderr.strip().splitlines() == [
-        "train.py: error: --logger wandb: No API key configured. Use `wandb login` to log in. (or set "
-        "WANDB_MODE=offline to log on this machine only, or use --logger tensorboard)"]
+    (line,) = r.stderr.strip().splitlines()          # wandb's own first line in the middle (0.31: "No API key ...")
+    assert line.startswith("train.py: error: --logger wandb: ") and "key" in line.lower()
+    assert line.endswith("(or set WANDB_MODE=offline to log on this machine only, or use --logger tensorboard)")
     assert not (tmp_path / "logs").exists()
