@@ -43,6 +43,13 @@ def test_play_plot_and_progress_bar(tmp_path, monkeypatch):
     assert play.main(["--num_envs", "2", "--duration", "0.1", "--no-progress"]) == 0
     assert term.getvalue() == ""
 
+    term = Terminal()             # a command outside the trained ranges: said once, and the run goes on
+    monkeypatch.setattr(sys, "stderr", term)
+    assert play.main(["--num_envs", "2", "--duration", "0.1", "--no-progress", "--vx", "2.5"]) == 0
+    assert term.getvalue().splitlines() == [
+        "note: --vx 2.5 lies outside the -1 to 2 m/s the policies are trained on "
+        "(CommandConfig.lin_vel_x_range): expect poorer tracking there"]
+
 
 @pytest.mark.parametrize("flag, name", [("--plot", "t.png"), ("--json", "m.json")])
 def test_play_output_in_a_missing_folder_fails_before_the_run(tmp_path, capsys, monkeypatch, flag, name):

@@ -72,6 +72,23 @@ def test_estimator_scores_are_mean_absolute_and_mean_signed_errors():
     assert s["estimator_bias_m_s"] == pytest.approx({"x": 0.0, "y": -0.05, "z": 0.0})
 
 
+def test_commands_outside_the_trained_ranges_get_a_note_each():
+    from argparse import Namespace
+
+    from tools.cli import untrained_commands
+    inside = Namespace(vx=[-1.0, 2.0], vy=[0.0], yaw=[0.6], height=[0.3], jump=1.5)     # the ranges' ends
+    assert untrained_commands(inside) == []
+    assert untrained_commands(Namespace(vx=[0.5], vy=[0.0], yaw=[0.0], height=[0.3], jump=None)) == []
+    notes = untrained_commands(Namespace(vx=[0.5, 2.5, 3.0], vy=[0.0], yaw=[-0.7, 0.0], height=[0.3], jump=5.0))
+    assert notes == [
+        "note: --vx 2.5 3 lies outside the -1 to 2 m/s the policies are trained on "
+        "(CommandConfig.lin_vel_x_range): expect poorer tracking there",
+        "note: --yaw -0.7 lies outside the -0.6 to 0.6 rad/s the policies are trained on "
+        "(CommandConfig.ang_vel_range): expect poorer tracking there",
+        "note: --jump 5 lies outside the 0.5 to 1.5 m the policies are trained on "
+        "(CommandConfig.jump_range): expect poorer tracking there"]
+
+
 def test_play_bad_checkpoint(tmp_path):
     r = run("play.py", "--checkpoint", tmp_path / "none.pt", timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [

@@ -85,6 +85,30 @@ def value_range(name, values):
     return (float(lo), float(hi))
 
 
+# Each command flag, the CommandConfig range every policy here is trained on, and its unit.
+TRAINED_COMMANDS = (("vx", "lin_vel_x_range", "m/s"), ("vy", "lin_vel_y_range", "m/s"),
+                    ("yaw", "ang_vel_range", "rad/s"), ("height", "height_range", "m"), ("jump", "jump_range", "m"))
+
+
+def untrained_commands(args) -> list:
+    """A note per command flag asking for values outside the ranges train.py samples commands from
+    (CommandConfig's, which no flag of train.py changes): the policy never saw them, and what it does
+    there is extrapolation. Allowed, since probing that is a fair use; said, so it is not a surprise."""
+    from mjx_env.config import CommandConfig
+    c = CommandConfig()
+    notes = []
+    for flag, field, unit in TRAINED_COMMANDS:
+        values = getattr(args, flag, None)
+        values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
+        lo, hi = getattr(c, field)
+        outside = [v for v in values if not lo <= v <= hi]
+        if outside:
+            notes.append(f"note: --{flag} {' '.join(f'{v:g}' for v in outside)} lies outside the {lo:g} to "
+                         f"{hi:g} {unit} the policies are trained on (CommandConfig.{field}): expect "
+                         "poorer tracking there")
+    return notes
+
+
 def randomization_config(args):
     """--randomize and --push as a RandomizationConfig (pushes of exactly M m/s every S s)."""
     from mjx_env.config import RandomizationConfig

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tools.cli import jump_schedule, randomization_config
+import sys
+
+from tools.cli import jump_schedule, randomization_config, untrained_commands
 
 
 def episode_config(args, **command):
@@ -31,6 +33,8 @@ class PolicyLoop:
         self.inputs = self.actor.inputs                     # the env observes what the actor reads
         cfg = cfg.replace(obs=cfg.obs.with_actor_inputs(self.inputs.history_length, self.inputs.actor_lin_vel))
         self.jump_every, self.jump_height = jump_schedule(args, cfg), args.jump
+        for note in untrained_commands(args):
+            print(note, file=sys.stderr)
         self.env = Go2Env(num_envs, args.backend, cfg, xml_path=args.xml_path, device=devices.jax,
                           mjx_impl=getattr(args, "mjx_impl", "jax"))
         self.n = num_envs
