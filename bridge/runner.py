@@ -195,7 +195,10 @@ def load_checkpoint_file(path: str | os.PathLike, what: str = "checkpoint") -> d
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise UserError(f"cannot read {what} {path}: {first_line(exc)}") from None
+        give = ("a logs/NAME/model_K.pt of train.py" if what == "checkpoint" else    # --resume needs the critic
+                "a logs/NAME/model_K.pt of train.py or an actor exported by python -m bridge.policy")
+        raise UserError(f"cannot read {what} {path}: not a file torch.save wrote ({first_line(exc)}); "
+                        f"give {give}") from None
     if not isinstance(ckpt, dict) or "actor_state_dict" not in ckpt:
         raise UserError(f"{path} is not an rsl_rl checkpoint (no actor_state_dict)")
     return ckpt

@@ -95,6 +95,22 @@ def test_play_bad_checkpoint(tmp_path):
         f"play.py: error: policy checkpoint not found: {tmp_path / 'none.pt'}"]
 
 
+@pytest.mark.parametrize("name, data", [("notes.txt", b"hello\n"), ("demos.npz", None)])
+def test_a_file_that_is_no_checkpoint_is_named_with_what_to_give(tmp_path, name, data):
+    from bridge.policy import load_actor
+    from mjx_env.errors import UserError
+    path = tmp_path / name
+    if data is None:
+        np.savez(path, states=np.zeros(3))     # a dataset passed by mistake: a zip, but not torch's
+    else:
+        path.write_bytes(data)
+    with pytest.raises(UserError) as e:
+        load_actor(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"cannot read policy checkpoint {path}: not a file torch.save wrote (")
+    assert msg.endswith("give a logs/NAME/model_K.pt of train.py or an actor exported by python -m bridge.policy")
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     d = tmp_path_factory.mktemp("demos")

@@ -163,7 +163,8 @@ def test_incompatible_checkpoint(tmp_path):
                     "expects 45 actor observations", "gives 48")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     _one_line_error(train("--device", "cpu", "-e", "bad", "--resume", str(tmp_path / "junk.pt"),
-                          log_root=tmp_path, timeout=120), "cannot read checkpoint")
+                          log_root=tmp_path, timeout=120), "cannot read checkpoint",
+                    "not a file torch.save wrote", "give a logs/NAME/model_K.pt of train.py")
 
 
 def test_noise_anneal_holds_then_lowers_the_std_linearly():
