@@ -532,8 +532,10 @@ def table(report) -> str:
 
 def main(argv=None) -> int:
     p = OneLineParser(prog="bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 512, 4096])
-    p.add_argument("--backends", nargs="+", default=["mujoco", "mjx"])
+    p.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 512, 4096],
+                   help="batch sizes to time (default: 1 64 512 4096)")
+    p.add_argument("--backends", nargs="+", default=["mujoco", "mjx"],
+                   help="backends whose physics and env layers to time: mujoco, mjx (default: both)")
     p.add_argument("--mjx-impl", "--mjx_impl", dest="mjx_impl", nargs="+", default=["jax"],
                    help="MJX's implementation(s) for the mjx layers: jax (default), warp, or jax warp side by side "
                         "(warp: pip install -e '.[warp]')")
@@ -543,14 +545,16 @@ def main(argv=None) -> int:
     p.add_argument("--train-backends", nargs="*", default=None,
                    help="backends to time a PPO iteration with: mujoco, mjx or warp (MJX's Warp implementation); "
                         "default: the one train.py picks")
-    p.add_argument("--train-iterations", type=int, default=1, help="PPO iterations per round")
-    p.add_argument("--repeats", type=int, default=5, help="rounds: measurements of every layer, interleaved")
-    p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
+    p.add_argument("--train-iterations", type=int, default=1, help="PPO iterations per round (default 1)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="rounds: measurements of every layer, interleaved (default 5)")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement (default 1)")
     p.add_argument("--threads", type=int, default=None, help="C MuJoCo threads (default: all cores)")
-    add_device(p, device_help=None)
+    add_device(p, device_help="device of the mjx layers and the PPO iteration (default: cuda:0 when torch and JAX "
+                              "both see a GPU, else cpu)")
     p.add_argument("--randomize", action="store_true",
                    help="also time each backend's env step under domain randomization and pushes")
-    p.add_argument("--json", default="bench.json", help="where to write the JSON report")
+    p.add_argument("--json", default="bench.json", help="where to write the JSON report (default bench.json)")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="env-steps/s of every layer against envs")
     p.add_argument("--from", dest="from_json", default=None, metavar="BENCH.json",
                    help="with --plot: draw an existing report instead of measuring")
