@@ -37,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--max_iterations", type=int, default=10000, help="PPO iterations to run (more, on --resume)")
     add_device(p, device_help="cuda:0 when torch and JAX both see a GPU, else cpu")
     add_model(p, backend="auto", backend_help="auto (mjx on GPU, mujoco on CPU; mjx with --mjx-impl warp), mjx or mujoco")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="seed of the env streams and of torch; rank r of torchrun uses seed + r (default 1)")
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
     p.add_argument("--log_root", default=str(REPO / "logs"), help=argparse.SUPPRESS)
     p.add_argument("--save_interval", type=int, default=100, help="checkpoint every N iterations")
@@ -46,7 +47,8 @@ def parse_args(argv=None):
                                       "0 holds commands for the full 4 s resampling period")
     p.add_argument("--logger", default="tensorboard", help="tensorboard (default) or wandb (TensorBoard "
                    "events too; WANDB_MODE=offline works without an account)")
-    p.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default="go2-mjx-ppo")
+    p.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default="go2-mjx-ppo",
+                   help="W&B project of --logger wandb (default go2-mjx-ppo)")
     p.add_argument("--randomize", action="store_true",
                    help="domain randomization: per-env physics drawn at every reset (friction, masses, centre of "
                         "mass, PD gains, joint friction, damping, armature) and pushes (mjx_env/config.py)")

@@ -110,12 +110,12 @@ def main(argv=None) -> int:
     from mjx_env.errors import OneLineParser, UserError
     p = OneLineParser(prog="recover_actions.py", description=__doc__.split("\n")[0])
     p.add_argument("npz", help="dataset in the DynaFlow NPZ format")
-    p.add_argument("--episode", type=int, default=0)
+    p.add_argument("--episode", type=int, default=0, help="which episode of the file (default 0)")
     p.add_argument("--start", type=int, default=100, help="first state of the window (control step)")
     p.add_argument("--horizon", "-H", type=int, default=16, help="H: the window has H+1 states")
-    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--iters", type=int, default=300, help="Adam steps (default 300)")
     p.add_argument("--lr", type=float, default=0.1, help="Adam step size (actions are O(1))")
-    p.add_argument("--print-every", type=int, default=10)
+    p.add_argument("--print-every", type=int, default=10, help="steps between printed losses")
     p.add_argument("--xml-path", default=None, help="the model the data was collected with (default: the file's)")
     args = p.parse_args(argv)
     try:

@@ -297,10 +297,12 @@ def parse_args(argv=None):
                    help="widen the recorded action range by this fraction for the tanh output")
     p.add_argument("--residual-iters", dest="residual_iters", type=int, default=100,
                    help="Adam steps fitting actions to the direct baseline's states")
-    p.add_argument("--residual-lr", dest="residual_lr", type=float, default=0.05)
+    p.add_argument("--residual-lr", dest="residual_lr", type=float, default=0.05,
+                   help="Adam step size of that fit (default 0.05)")
     p.add_argument("--xml-path", dest="xml_path", default=None, help="model file (default: the NPZ's model_path)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--print-every", dest="print_every", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the model's weights and of the flow's noise (default 0)")
+    p.add_argument("--print-every", dest="print_every", type=int, default=25, help="steps between printed losses")
     return p, p.parse_args(argv)
 
 
