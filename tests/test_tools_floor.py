@@ -93,3 +93,30 @@ def test_write_picks_the_format_by_suffix(tmp_path):
     assert len(ds) == 1 and ds.meta["joint_names"] == ["a"] and ds.episode(0)["qpos"].shape == (2, 3)
     assert demos.WRITERS[".npz"] is demos.npz.write_npz
     assert not list(tmp_path.glob(".*.tmp"))            # atomic: no temporary file left behind
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("train.py", []), ("play.py", []), ("collect_trajectories.py", []), ("collect_trajectories.py", ["merge"]),
+    ("collect_trajectories.py", ["convert"]), ("bench.py", []), ("bridge/policy.py", []),
+    ("examples/train_dynaflow.py", []), ("examples/recover_actions.py", []), ("examples/deploy_onnx.py", [])])
+def test_every_flag_says_what_it_does(script, argv, monkeypatch, capsys):
+    """`--help` is a user's first reference: every flag of every command has a help text."""
+    import argparse
+    import runpy
+
+    from conftest import REPO
+    parsers = []
+    parse = argparse.ArgumentParser.parse_args
+
+    def recording(self, *a, **k):
+        parsers.append(self)
+        return parse(self, *a, **k)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", recording)
+    main = runpy.run_path(str(REPO / script), run_name="help_check")["main"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+    assert parsers
+    for p in parsers:
+        silent = [a.option_strings[0] for a in p._actions if a.option_strings and not a.help]
+        assert silent == [], f"{p.prog}: flags without help: {silent}"
