@@ -3,9 +3,9 @@ flags; one policy step; the PD targets it applied (the task's own control law); 
 schedule; a progress bar."""
 from __future__ import annotations
 
-import numpy as np
-
 import sys
+
+import numpy as np
 
 from tools.cli import jump_schedule, randomization_config, untrained_commands
 
