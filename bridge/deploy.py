@@ -39,7 +39,7 @@ def deploy_metadata(cfg, model_path, checkpoint_path, estimator: bool = False) -
     e, o, c = cfg.env, cfg.obs, cfg.command
     limits = [torque_limit(n, e.torque_limit_hip, e.torque_limit_knee) for n in JOINT_NAMES]
     layout = [{"name": name, "size": size, "scale": list(scale)} for name, size, scale in o.policy_layout(e.num_actions)]
-    ranges = (c.lin_vel_x_range, c.lin_vel_y_range, c.ang_vel_range, c.height_range, c.jump_range)
+    ranges = [lo_hi for _, lo_hi in c.ranges()]
     return {
         "format": FORMAT,
         "num_obs": o.num_obs,

@@ -157,6 +157,11 @@ class CommandConfig:
     def resample_every(self, dt: float) -> int:
         return int(round(self.resampling_time_s / dt))
 
+    def ranges(self) -> tuple:
+        """(field, (low, high)) of each command, in the command vector's order."""
+        return tuple((f, getattr(self, f)) for f in
+                     ("lin_vel_x_range", "lin_vel_y_range", "ang_vel_range", "height_range", "jump_range"))
+
 
 @dataclass(frozen=True)
 class RandomizationConfig:
@@ -274,9 +279,7 @@ class TaskConfig:
         from mjx_env.errors import ConfigError
 
         e, c, r = self.env, self.command, self.reward
-        for name, lo_hi in (("lin_vel_x_range", c.lin_vel_x_range), ("lin_vel_y_range", c.lin_vel_y_range),
-                            ("ang_vel_range", c.ang_vel_range), ("height_range", c.height_range),
-                            ("jump_range", c.jump_range)):
+        for name, lo_hi in c.ranges():
             lo, hi = lo_hi
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise ConfigError(f"command.{name} must be a finite (low, high) with low <= high, got {lo_hi}")

@@ -85,9 +85,8 @@ def value_range(name, values):
     return (float(lo), float(hi))
 
 
-# Each command flag, the CommandConfig range every policy here is trained on, and its unit.
-TRAINED_COMMANDS = (("vx", "lin_vel_x_range", "m/s"), ("vy", "lin_vel_y_range", "m/s"),
-                    ("yaw", "ang_vel_range", "rad/s"), ("height", "height_range", "m"), ("jump", "jump_range", "m"))
+# Each command's flag and unit, in the command vector's order (CommandConfig.ranges).
+COMMAND_FLAGS = (("vx", "m/s"), ("vy", "m/s"), ("yaw", "rad/s"), ("height", "m"), ("jump", "m"))
 
 
 def untrained_commands(args) -> list:
@@ -95,12 +94,10 @@ def untrained_commands(args) -> list:
     (CommandConfig's, which no flag of train.py changes): the policy never saw them, and what it does
     there is extrapolation. Allowed, since probing that is a fair use; said, so it is not a surprise."""
     from mjx_env.config import CommandConfig
-    c = CommandConfig()
     notes = []
-    for flag, field, unit in TRAINED_COMMANDS:
+    for (flag, unit), (field, (lo, hi)) in zip(COMMAND_FLAGS, CommandConfig().ranges()):
         values = getattr(args, flag, None)
         values = [] if values is None else values if isinstance(values, (list, tuple)) else [values]
-        lo, hi = getattr(c, field)
         outside = [v for v in values if not lo <= v <= hi]
         if outside:
             notes.append(f"note: --{flag} {' '.join(f'{v:g}' for v in outside)} lies outside the {lo:g} to "
