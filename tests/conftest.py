@@ -26,14 +26,23 @@ REPO = Path(__file__).resolve().parent.parent
 # (each other user loads it from the persistent cache).
 MJX_BATCH = 8
 OWN_XML = REPO / "Unitree_go2" / "go2_mjx_gym.xml"
-REF_DIR = REPO.parent / "shared" / "reference" / "unitree_go2"
+# CI=true (.ci/run, and most CI services): everything the suite needs is installed, so a skip for a
+# missing optional dependency or model is a failure there (pytest_runtest_makereport below). Skips that
+# name the machine's hardware stay skips: no GPU, one GPU where two are needed, and a CPU whose golden
+# digest was never recorded (tests/rollout_digest.py; the constraints file pins the versions in it).
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+HARDWARE_SKIPS = ("CUDA", "GPU", "no digest recorded for this machine")
+# What `pytest -m gpu` needs besides a GPU: JAX's CUDA plugin (the cuda extra) beside torch's CUDA build.
+GPU_INSTALL = 'pip install -e ".[cuda,test]"'
 
 
 @pytest.fixture(scope="session")
 def ref_xml():
-    path = REF_DIR / "scene.xml"
+    from mjx_env.model import MENAGERIE_ENV, MENAGERIE_HINT, menagerie_dir
+    path = menagerie_dir() / "scene.xml"
     if not path.is_file():
-        pytest.skip(f"reference Menagerie model not found at {path} (shared/ is not beside the checkout)")
+        pytest.skip(f"reference Menagerie model not found at {path} (shared/ is not beside the checkout, "
+                    f"or {MENAGERIE_ENV} points elsewhere): {MENAGERIE_HINT}")
     return path
 
 
@@ -82,17 +91,104 @@ LONGEST_FIRST = ("test_dynamics.py", "test_randomization.py", "test_reliability.
                  "test_deploy.py")
 
 
+def cuda_seen() -> tuple[bool, bool]:
+    """(torch sees a CUDA device, JAX sees one). Looked up through the modules at call time, so that a
+    test can fake either (tests/test_ci_setup.py)."""
+    import torch
+    from bridge import device
+    return bool(torch.cuda.is_available()), bool(device._jax_gpus())
+
+
+def gpu_mismatch() -> str | None:
+    """The one line for a machine where only one of torch and JAX sees a GPU; None otherwise."""
+    torch_sees, jax_sees = cuda_seen()
+    if torch_sees and not jax_sees:
+        return f"torch sees a CUDA device but JAX does not (its CUDA plugin is missing): {GPU_INSTALL}"
+    if jax_sees and not torch_sees:
+        return ("JAX sees a CUDA device but torch does not (a CPU-only torch build): install torch's CUDA "
+                f"build (https://pytorch.org/get-started/locally/), then {GPU_INSTALL}")
+    return None
+
+
+def _selects_gpu_only(config) -> bool:
+    """The -m expression asks for the GPU tests (`pytest -m gpu`): it takes a test marked gpu alone
+    and leaves an unmarked one."""
+    from _pytest.mark.expression import Expression
+    expr = config.getoption("markexpr", "")
+    if not expr:
+        return False
+    compiled = Expression.compile(expr)
+    match = lambda names: (lambda name, **kwargs: name in names)
+    return compiled.evaluate(match({"gpu"})) and not compiled.evaluate(match(set()))
+
+
+def pytest_configure(config):
+    """`pytest -m gpu` where torch and JAX disagree about CUDA: one line naming the install, before
+    anything runs (on the controller only: xdist's workers are not started yet)."""
+    if not hasattr(config, "workerinput") and _selects_gpu_only(config):
+        line = gpu_mismatch()
+        if line is not None:
+            raise pytest.UsageError(f"pytest -m gpu: {line}")
+
+
+@pytest.hookimpl(trylast=True)        # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):
-    """Longest files first (LONGEST_FIRST); `gpu`-marked tests run only where both torch and JAX see
-    a CUDA device (`pytest -m gpu`)."""
+    """Longest files first (LONGEST_FIRST). `gpu`-marked tests: skipped with the reason where neither
+    torch nor JAX sees a CUDA device; failed with the install line where only one does (a GPU test
+    must not pass by skipping on a GPU machine)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))      # stable: in-file order kept
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
-    from bridge.device import gpu_available
-    if gpu_available():
+    torch_sees, jax_sees = cuda_seen()
+    if torch_sees and jax_sees:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device visible to both torch and JAX")
+    line = gpu_mismatch()
     for item in gpu_items:
-        item.add_marker(skip)
+        if line is None:
+            item.add_marker(pytest.mark.skip(reason="no CUDA device: neither torch nor JAX sees one"))
+        else:
+            item.stash[GPU_MISMATCH] = line
+
+
+GPU_MISMATCH = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A GPU test where only one of torch and JAX sees CUDA fails before its fixtures, in one line."""
+    line = item.stash.get(GPU_MISMATCH, None)
+    if line is not None:
+        pytest.fail(line, pytrace=False)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _skip_fails_in_ci(report) -> bool:
+    return CI and report.skipped and not hasattr(report, "wasxfail") and \
+        not any(word in _skip_reason(report) for word in HARDWARE_SKIPS)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skip for a missing dependency or model fails, saying what was missing."""
+    report = yield
+    if _skip_fails_in_ci(report):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: this skip is a failure in CI: {_skip_reason(report)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (pytest.importorskip at module level)."""
+    report = yield
+    if _skip_fails_in_ci(report):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: this skip is a failure in CI: {_skip_reason(report)}"
+    return report
