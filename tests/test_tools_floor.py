@@ -35,6 +35,7 @@ def test_argument_groups_keep_every_default(command):
     added = dict(mjx_impl="jax")                  # --mjx-impl (issue 23): its default is the old physics
     if command == "play":                         # play.py --viewer (issue 25) added these, off by default
         added.update(viewer=False, port=8080, host="127.0.0.1")
+        added.update(protocol=None, model=None)   # play.py --protocol, --model (issue 39): none by default
     if command != "train":                        # flags added to train.py elsewhere are not this test's
         assert new == added
 

@@ -44,6 +44,13 @@ class PolicyLoop:
         self.estimator_error, self.estimator_steps = np.zeros(3), 0
         self.estimator_signed = np.zeros(3)     # estimate - true: whether a speed bias is the estimate's
 
+    def task(self) -> str | None:
+        """The task name the policy file records ("task" of a checkpoint or exported .pt, the ONNX
+        metadata's "task"), or None for a file that names none."""
+        saved = getattr(self.actor, "saved", None) or getattr(self.actor, "metadata", None) or {}
+        task = saved.get("task")
+        return task if isinstance(task, str) else None
+
     def actor_input(self, state):
         """What the actor reads: the observation, or its history as one row, oldest first."""
         from bridge.vec_env import to_torch
