@@ -9,8 +9,6 @@ that this code's readers and writers match the robot's own.
 """
 from __future__ import annotations
 
-import time
-
 from mjx_env.errors import UserError
 
 LOOPBACK = "lo"
@@ -76,27 +74,3 @@ class Bus:
     def reader(self, name: str, msg_type, listener=None):
         from cyclonedds.sub import DataReader
         return DataReader(self.participant, self.topic(name, msg_type), listener=listener)
-
-
-def take_latest(reader, max_samples: int = 64):
-    """Every sample waiting on a reader, oldest first (empty list if none)."""
-    from cyclonedds.internal import InvalidSample
-    return [s for s in reader.take(N=max_samples) if not isinstance(s, InvalidSample)]
-
-
-def publishers_seen(bus: Bus, name: str, msg_type, seconds: float) -> tuple[int, int]:
-    """(matched writers, samples received) on a topic over a window: is someone already publishing?"""
-    from cyclonedds.core import Listener
-    matched = [0]
-
-    def on_matched(_reader, status):
-        matched[0] = max(matched[0], int(status.current_count))
-
-    reader = bus.reader(name, msg_type, listener=Listener(on_subscription_matched=on_matched))
-    samples = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        samples += len(take_latest(reader))
-        time.sleep(0.01)
-    reader.__del__() if hasattr(reader, "__del__") else None
-    return matched[0], samples
