@@ -134,16 +134,31 @@ def _train(*args, **kw):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_signal_saves_and_resume_continues(tmp_path, sig):
+    import threading
     p = _train("-B", "16", "--max_iterations", "1000", "-e", "sig", "--log_root", str(tmp_path))
-    lines = []
-    deadline = time.time() + 300
-    for line in p.stdout:
-        lines.append(line)
-        if "Learning iteration 2/" in line or time.time() > deadline:
-            break
-    p.send_signal(sig)
-    out, _ = p.communicate(timeout=300)
-    out = "".join(lines) + out
+    # A thread reads the output, so that the deadline holds even when train.py prints nothing (a hang).
+    lines, third_iteration = [], threading.Event()
+
+    def read():
+        for line in p.stdout:
+            lines.append(line)
+            if "Learning iteration 2/" in line:
+                third_iteration.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if not third_iteration.wait(300):
+            p.kill()
+            reader.join(30)
+            pytest.fail("train.py did not reach its third iteration in 300 s:\n" + "".join(lines)[-3000:])
+        p.send_signal(sig)
+        p.wait(300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    reader.join(30)
+    out = "".join(lines)
     assert p.returncode == 0, out[-3000:]
     assert f"stopped by {sig.name}" in out and "Traceback" not in out
     saved = sorted(int(f.stem.split("_")[1]) for f in (tmp_path / "sig").glob("model_*.pt"))
