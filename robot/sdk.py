@@ -111,6 +111,7 @@ class Messages:
         self.remote = wire.Codec(type(remote), wire.header_of(remote))
         self._cmd_ix = self._motor_fields(self.cmd.layout, "motor_cmd", ("q", "dq", "kp", "kd", "tau", "mode"))
         self._state_ix = self._motor_fields(self.state.layout, "motor_state", ("q", "dq", "tau_est"))
+        self._cmd_float_ix = sum((self._cmd_ix[f] for f in ("q", "dq", "kp", "kd", "tau")), [])
         # Templates: every field as the SDK's stand example initialises it.
         cmd.head[0], cmd.head[1] = HEAD
         cmd.level_flag = LEVEL_FLAG
@@ -124,6 +125,9 @@ class Messages:
         self._quat, self._gyro = L.slice("imu_state.quaternion", 4), L.slice("imu_state.gyroscope", 3)
         self._accel, self._rpy = L.slice("imu_state.accelerometer", 3), L.slice("imu_state.rpy", 3)
         self._foot, self._tick = L.slice("foot_force", 4), L.index["tick"]
+        ix = self._state_ix
+        self._state_float_ix = [i for sl in (self._quat, self._gyro, self._accel, self._rpy)
+                                for i in range(sl.start, sl.stop)] + ix["q"] + ix["dq"] + ix["tau_est"]
 
     @staticmethod
     def _motor_fields(layout, array, fields):
@@ -132,10 +136,8 @@ class Messages:
     # ---- LowCmd_ ----
     def encode_cmd(self, c: MotorCommand) -> bytes:
         v = list(self._cmd_template)
-        ix = self._cmd_ix
-        for field, values in (("q", c.q), ("dq", c.dq), ("kp", c.kp), ("kd", c.kd), ("tau", c.tau)):
-            for i, x in zip(ix[field], values):
-                v[i] = float(x)
+        for i, x in zip(self._cmd_float_ix, np.concatenate([c.q, c.dq, c.kp, c.kd, c.tau]).tolist()):
+            v[i] = x
         v[-1] = self.cmd.crc(v)
         return self.cmd.encode(v)
 
@@ -153,13 +155,10 @@ class Messages:
     def encode_state(self, tick, quat, gyro, accel, rpy, q, dq, tau, foot_force, corrupt_crc=False) -> bytes:
         v = list(self._state_template)
         v[self._tick] = int(tick) & 0xFFFFFFFF
-        for sl, values in ((self._quat, quat), (self._gyro, gyro), (self._accel, accel), (self._rpy, rpy)):
-            v[sl] = [float(x) for x in values]
-        v[self._foot] = [int(np.clip(x, -32768, 32767)) for x in foot_force]
-        ix = self._state_ix
-        for field, values in (("q", q), ("dq", dq), ("tau_est", tau)):
-            for i, x in zip(ix[field], values):
-                v[i] = float(x)
+        floats = np.concatenate([quat, gyro, accel, rpy, q, dq, tau]).tolist()
+        for i, x in zip(self._state_float_ix, floats):
+            v[i] = x
+        v[self._foot] = np.clip(np.round(foot_force), -32768, 32767).astype(int).tolist()
         v[-1] = self.state.crc(v) ^ (1 if corrupt_crc else 0)
         return self.state.encode(v)
 

@@ -147,9 +147,9 @@ def _sdk_core():
         lib = getattr(CRC(), "crc_lib", None)
         if lib is None:
             return None
-        def core(words: np.ndarray) -> int:
-            buf = np.ascontiguousarray(words, dtype="<u4")
-            return int(lib.crc32_core(buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), len(buf)))
+        def core(c_bytes: bytes) -> int:
+            n = len(c_bytes) // 4 - 1                  # every word but the crc field itself
+            return int(lib.crc32_core((ctypes.c_uint32 * n).from_buffer_copy(c_bytes), n))
         return core
     except Exception:   # any platform without the shipped .so: the pure-Python CRC is exact, only slower
         return None
@@ -173,10 +173,10 @@ class Codec:
         return self.layout.cdr.unpack_from(data, 4)
 
     def crc(self, values) -> int:
-        words = np.frombuffer(self.layout.c.pack(*values), "<u4")[:-1]
+        c_bytes = self.layout.c.pack(*values)
         if self._core is not None:
-            return self._core(words)
-        return crc32_py(words.astype(">u4").tobytes())
+            return self._core(c_bytes)
+        return crc32_py(np.frombuffer(c_bytes, "<u4")[:-1].astype(">u4").tobytes())
 
 
 def header_of(msg) -> bytes:

@@ -198,6 +198,9 @@ def test_one_line_refusals(tmp_path, capsys):
           "--interface", "lo"], "joint_names must be the 12 Go2 joints"),
         ([str(good), "--interface", "lo", "--replay", str(tmp_path / "none.npz")], "replay file not found"),
         ([str(good), "--interface", "lo", "--domain", "300"], "--domain must lie in 0..232"),
+        # Nobody publishes on this domain: after the 1 s probe for other controllers, 3 s for a LowState_.
+        ([str(good), "--interface", "lo", "--domain", str(random.Random().randrange(1, 200))],
+         "the robot is not answering: no LowState_ on rt/lowstate within 3 s"),
     ]
     (tmp_path / "x.txt").write_text("not a model")
     one_line_refusal(capsys, [str(good), "--interface", "lo", "--watchdog-ms", "0"], "--watchdog-ms must lie in")
