@@ -149,13 +149,15 @@ def test_observation_from_lowstate_equals_the_deploy_examples(ref_xml):
         np.testing.assert_allclose(ours, ref, atol=2e-6)   # LowState_ carries float32
 
 
-def tiny_policy(path, meta, n_in=None, n_out=12):
-    """An ONNX network obs -> actions (a zero matrix) with the given metadata."""
+def tiny_policy(path, meta, n_in=None, n_out=12, action=0.0):
+    """An ONNX network obs -> actions (0 * obs + `action`) with the given metadata."""
     n_in = n_in or sum(t["size"] for t in meta["observation_layout"]) * meta["history_length"]
     w = helper.make_tensor("w", TensorProto.FLOAT, [n_in, n_out], np.zeros(n_in * n_out, np.float32))
-    graph = helper.make_graph([helper.make_node("MatMul", ["obs", "w"], ["actions"])], "tiny",
+    b = helper.make_tensor("b", TensorProto.FLOAT, [n_out], np.full(n_out, action, np.float32))
+    graph = helper.make_graph([helper.make_node("MatMul", ["obs", "w"], ["wx"]),
+                               helper.make_node("Add", ["wx", "b"], ["actions"])], "tiny",
                               [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", n_in])],
-                              [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["batch", n_out])], [w])
+                              [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["batch", n_out])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     for k, v in meta.items():
@@ -229,3 +231,99 @@ def test_bad_crc_lowstate_dropped_and_counted(tmp_path):
         ctl._take_states()
     assert ctl.stats["bad_crc"] == 10 and ctl.stats["states"] == 20
     assert ctl.latest.tick == 28 and ctl.latest.q[0] == 28      # the last good one
+
+
+class Harness:
+    """A Controller on a real loopback bus, stepped by hand (no 500 Hz loop): this process plays the
+    robot (LowState_, WirelessController_) and reads the controller's LowCmd_."""
+
+    def __init__(self, tmp_path, action=0.0, cfg=ControllerConfig(stand_time_s=0.05)):
+        self.bus = Bus(random.Random().randrange(1, 200), "lo")
+        policy = Policy(tiny_policy(tmp_path / "p.onnx", meta_of(), action=action))
+        from mjx_env.model import DEFAULT_XML
+        from robot.controller import joint_ranges
+        self.ranges = joint_ranges(DEFAULT_XML, policy.meta["joint_names"])
+        self.ctl = Controller(policy, self.bus, self.ranges, cfg)
+        LowCmd, LowState, Remote = sdk.message_types()
+        self.ctl.state_reader = self.bus.reader(sdk.TOPIC_LOWSTATE, LowState)
+        self.ctl.remote_reader = self.bus.reader(sdk.TOPIC_REMOTE, Remote)
+        self.ctl.writer = self.bus.writer(sdk.TOPIC_LOWCMD, LowCmd)
+        self.cmd_reader = self.bus.reader(sdk.TOPIC_LOWCMD, LowCmd)
+        self.state_writer = self.bus.writer(sdk.TOPIC_LOWSTATE, LowState)
+        self.remote_writer = self.bus.writer(sdk.TOPIC_REMOTE, Remote)
+        self.msgs = sdk.Messages()
+        self.q = np.array(meta_of()["default_joint_pos"])      # SDK order = this policy's order
+
+    def state(self, quat=(1.0, 0.0, 0.0, 0.0)):
+        zeros = np.zeros(12)
+        wire.write_raw(self.state_writer, self.msgs.encode_state(
+            tick=0, quat=quat, gyro=[0, 0, 0], accel=[0, 0, 9.81], rpy=[0, 0, 0], q=self.q, dq=zeros, tau=zeros,
+            foot_force=[0, 0, 0, 0]))
+
+    def tick(self, n=1):
+        import time
+        for _ in range(n):
+            self.state()
+            time.sleep(0.003)
+            self.ctl.tick()
+        return [self.msgs.decode_cmd(d) for d in wire.take_raw(self.cmd_reader)][-1]
+
+    def walk(self):
+        import time
+        self.tick()
+        self.ctl.stand()
+        time.sleep(0.06)
+        self.tick()
+        self.ctl.walk()
+        assert self.ctl.state == "Walk"
+
+
+def test_passive_on_non_finite_action_and_tilt(tmp_path, capsys):
+    h = Harness(tmp_path, action=float("nan"))
+    h.walk()
+    cmd = h.tick()
+    assert h.ctl.state == "Passive" and np.all(cmd.kp == 0) and np.all(cmd.kd == ControllerConfig().damping_kd)
+    assert "Passive (damping) from Walk: non-finite action" in capsys.readouterr().err
+    h = Harness(tmp_path)
+    h.walk()
+    assert h.tick(3).kp[0] == 20.0                              # walking: the metadata's gains
+    h.state(quat=(np.cos(0.6), np.sin(0.6), 0.0, 0.0))         # rolled by 1.2 rad
+    import time
+    time.sleep(0.003)
+    h.ctl._take_states()
+    h.ctl.tick()
+    assert h.ctl.state == "Passive"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "from Walk: tilt 1.20 rad past 1" in err[0], err
+
+
+def test_targets_clamped_to_joint_ranges(tmp_path):
+    # Every action 100 (the clip): default + 0.3 * 100 = 30 rad past the default on every joint.
+    h = Harness(tmp_path, action=100.0)
+    h.walk()
+    cmd = h.tick(12)                                           # one policy step, then its latency step
+    q = h.ctl.p.joints.to_policy(cmd.q)
+    assert np.allclose(q, h.ranges[:, 1], atol=1e-6)           # every target at its joint's upper limit
+    assert np.all(h.ranges[:, 1] < h.ctl.p.default + 30.0)
+
+
+def test_remote_buttons_and_sticks(tmp_path):
+    """WirelessController_ over DDS: A stands, start walks, the sticks command within the trained
+    ranges (ly 0.5 -> vx 0.5 * 2.0; lx 1 -> vy -0.5; rx -1 -> yaw +0.6), B is the e-stop."""
+    h = Harness(tmp_path)
+    h.tick()
+
+    def remote(keys=(), lx=0.0, ly=0.0, rx=0.0):
+        wire.write_raw(h.remote_writer, h.msgs.encode_remote(lx=lx, ly=ly, rx=rx, keys=keys))
+        return h.tick()
+
+    remote(keys=("A",))
+    assert h.ctl.state == "Stand"
+    import time
+    time.sleep(0.06)
+    remote()
+    remote(keys=("start",), ly=0.5, lx=1.0, rx=-1.0)
+    assert h.ctl.state == "Walk"
+    assert np.allclose(h.ctl.command[:3], [1.0, -0.5, 0.6], atol=1e-6)
+    cmd = remote(keys=("B",))
+    assert h.ctl.state == "Passive" and np.all(cmd.kp == 0)
