@@ -20,18 +20,18 @@ import sys
 from pathlib import Path
 
 import mjx_env  # noqa: F401
-from mjx_env.errors import OneLineParser
+from mjx_env.errors import OneLineParser, command_name
 from tools.cli import add_commands, add_device, add_model, add_perturbations, run
 from tools.evaluate import add_protocol, evaluate, parse_with_protocol  # evaluate: play.evaluate, as before
 
 
 def parse_args(argv=None):
-    p = OneLineParser(prog="play.py", description="Evaluate a Go2 policy.")
+    p = OneLineParser(prog=command_name("play.py"), description="Evaluate a Go2 policy.")
     p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped policy)")
     p.add_argument("--num-envs", "--num_envs", "-B", dest="num_envs", type=int, default=64,
                    help="envs stepped at once (default 64)")
-    p.add_argument("--episodes", type=int, default=1, help="episodes per env")
-    p.add_argument("--duration", type=float, default=20.0, help="episode length in seconds")
+    p.add_argument("--episodes", type=int, default=1, help="episodes per env (default 1)")
+    p.add_argument("--duration", type=float, default=20.0, help="episode length in seconds (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resets and commands (default 0)")
     add_commands(p)
     add_model(p)
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
             choose_gl()
             check_gl()
         return report(evaluate(args), args)
-    return run("play.py", play)
+    return run(command_name("play.py"), play)
 
 
 def report(res: dict, args) -> int:
