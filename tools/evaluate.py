@@ -38,8 +38,8 @@ class Protocol:
 
     def defaults(self) -> dict:
         """{flag's dest: value}, as argparse holds them (lists for the command ranges)."""
-        return {f.name: list(v) if isinstance(v, tuple) else v
-                for f in dataclasses.fields(self) if f.name != "about" for v in [getattr(self, f.name)]}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "about"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def overrides(self, args) -> dict:
         """The flags of `args` given a value other than this protocol's."""
