@@ -373,7 +373,8 @@ class Controller:
         return True
 
     def stand(self):
-        if self.latest is None:
+        if self.latest is None or self.robot_lost:
+            self.say(f"{STAND} refused: the robot is not answering (no fresh LowState_); staying {PASSIVE}", err=True)
             return
         self.state = STAND
         self.stand_from = self.p.joints.to_policy(self.latest.q)

@@ -327,3 +327,26 @@ def test_remote_buttons_and_sticks(tmp_path):
     assert np.allclose(h.ctl.command[:3], [1.0, -0.5, 0.6], atol=1e-6)
     cmd = remote(keys=("B",))
     assert h.ctl.state == "Passive" and np.all(cmd.kp == 0)
+
+
+def test_every_flag_says_what_it_does():
+    from robot import deploy_cmd, sim_cmd
+    for parser in (deploy_cmd.parser(), sim_cmd.parser()):
+        silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+        assert silent == [], f"{parser.prog}: flags without help: {silent}"
+        assert all("_" not in o for a in parser._actions for o in a.option_strings if o.startswith("--"))
+
+
+def test_no_stand_while_the_robot_is_silent(tmp_path, capsys):
+    import time
+    h = Harness(tmp_path)
+    h.tick()
+    time.sleep(0.05)                                           # no LowState_ for 50 ms: the watchdog
+    h.ctl.tick()
+    assert h.ctl.robot_lost and "robot stopped answering" in capsys.readouterr().err
+    h.ctl.stand()
+    assert h.ctl.state == "Passive" and "Stand refused: the robot is not answering" in capsys.readouterr().err
+    h.tick()                                                   # it answers again: Stand is allowed
+    assert not h.ctl.robot_lost
+    h.ctl.stand()
+    assert h.ctl.state == "Stand"
