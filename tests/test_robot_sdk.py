@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from mjx_env.config import JOINT_NAMES, EnvConfig, ObsConfig
 
-from conftest import OWN_XML, REPO
+from conftest import REPO
 
 from robot import sdk, wire  # noqa: E402  (needs the robot extra: pip install -e '.[robot]')
 from unitree_sdk2py.idl.default import unitree_go_msg_dds__LowCmd_, unitree_go_msg_dds__LowState_  # noqa: E402
