@@ -20,6 +20,15 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def command_name(script: str) -> str:
+    """The name a command goes by in its messages: the installed go2-* name it was started as, else
+    its script's file name (python train.py)."""
+    import os
+    import sys
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("go2-") else script
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line (no usage block), like every other error of the tools."""
 

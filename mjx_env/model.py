@@ -18,6 +18,25 @@ from mjx_env.errors import ModelError, first_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_XML = REPO_ROOT / "Unitree_go2" / "go2_mjx_gym.xml"
+# MuJoCo Menagerie's unitree_go2 folder (scene.xml inside) for the sim-to-sim evaluations: the folder
+# GO2_MENAGERIE names, else the one a checkout of this team keeps beside it (../shared/reference).
+MENAGERIE_ENV = "GO2_MENAGERIE"
+MENAGERIE_HINT = ("get it with: git clone https://github.com/google-deepmind/mujoco_menagerie, then "
+                  f"export {MENAGERIE_ENV}=mujoco_menagerie/unitree_go2")
+
+
+def menagerie_dir() -> Path:
+    """Where the Menagerie Go2 is expected (it may not be there: see menagerie_scene)."""
+    given = os.environ.get(MENAGERIE_ENV)
+    return Path(given) if given else REPO_ROOT.parent / "shared" / "reference" / "unitree_go2"
+
+
+def menagerie_scene() -> Path:
+    """Menagerie's Go2 scene.xml, or a one-line ModelError that says how to get it."""
+    scene = menagerie_dir() / "scene.xml"
+    if not scene.is_file():
+        raise ModelError(f"MuJoCo Menagerie's Go2 not found at {scene}: {MENAGERIE_HINT}")
+    return scene
 
 
 @dataclass(frozen=True)
