@@ -24,64 +24,115 @@ from pathlib import Path
 
 import mjx_env  # noqa: F401  (sets the JAX GPU memory policy before JAX starts)
 from bridge.distributed import Group
-from mjx_env.errors import OneLineParser, UserError, first_line
+from mjx_env.errors import OneLineParser, UserError, command_name, first_line
 from tools.cli import add_actor_inputs, add_device, add_model, check_backend, check_mjx_impl
 
 REPO = Path(__file__).resolve().parent
 
 
-def parse_args(argv=None):
-    p = OneLineParser(prog="train.py", description="PPO training of the Unitree Go2 (rsl_rl) on MJX / MuJoCo.")
-    p.add_argument("-e", "--exp_name", default="go2-ppo-dynaflow", help="run name: logs/{exp_name}/")
-    p.add_argument("-B", "--num_envs", type=int, default=4096, help="parallel environments")
-    p.add_argument("--max_iterations", type=int, default=10000, help="PPO iterations to run (more, on --resume)")
-    add_device(p, device_help="cuda:0 when torch and JAX both see a GPU, else cpu")
-    add_model(p, backend="auto", backend_help="auto (mjx on GPU, mujoco on CPU; mjx with --mjx-impl warp), mjx or mujoco")
-    p.add_argument("--seed", type=int, default=1,
+def build_parser() -> argparse.ArgumentParser:
+    B = argparse.BooleanOptionalAction          # a task's on-switch can be turned off: --no-randomize
+    p = OneLineParser(prog=command_name("train.py"), description="PPO training of the Unitree Go2 (rsl_rl) on MJX / MuJoCo. "
+                      "--task NAME picks a named recipe (--list-tasks); any flag given overrides it.")
+    g = p.add_argument_group("task")
+    g.add_argument("--task", default=None, metavar="NAME",
+                   help="a named recipe: its env, task and PPO settings (--list-tasks names them); without it, "
+                        "the original go2_train.py's settings")
+    g.add_argument("--list-tasks", "--list_tasks", dest="list_tasks", action="store_true",
+                   help="list the named tasks and what each produces, then exit")
+    g.add_argument("--print-config", "--print_config", dest="print_config", action="store_true",
+                   help="print the fully resolved config of every stage this run would train, as JSON, and exit")
+    g.add_argument("--from-scratch", "--from_scratch", dest="from_scratch", action="store_true",
+                   help="with --task: train its parents first instead of starting from their shipped policy, stage "
+                        "by stage in logs/{exp_name}/N-TASK/; run the same command again to resume")
+
+    g = p.add_argument_group("run")
+    g.add_argument("-e", "--exp-name", "--exp_name", dest="exp_name", default=None,
+                   help="run name: logs/{exp_name}/ (default go2-ppo-dynaflow, or the task's name)")
+    g.add_argument("--max-iterations", "--max_iterations", dest="max_iterations", type=int, default=10000,
+                   help="PPO iterations to run (more, on --resume; per stage, with --task)")
+    g.add_argument("--seed", type=int, default=1,
                    help="seed of the env streams and of torch; rank r of torchrun uses seed + r (default 1)")
-    p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
-    p.add_argument("--log_root", default=str(REPO / "logs"), help=argparse.SUPPRESS)
-    p.add_argument("--save_interval", type=int, default=100, help="checkpoint every N iterations")
-    p.add_argument("--random-resample-prob", "--random_resample_prob", dest="random_resample_prob", type=float,
-                   default=None, help="share of envs given fresh commands each step (reference: 0.05); "
-                                      "0 holds commands for the full 4 s resampling period")
-    p.add_argument("--logger", default="tensorboard", help="tensorboard (default) or wandb (TensorBoard "
-                   "events too; WANDB_MODE=offline works without an account)")
-    p.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default="go2-mjx-ppo",
-                   help="W&B project of --logger wandb (default go2-mjx-ppo)")
-    p.add_argument("--randomize", action="store_true",
+    g.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
+    g.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
+                   help="start the actor (not the critic or optimizer) from a checkpoint or exported actor; "
+                        "a one-frame actor also starts a --history/--estimator actor")
+    add_device(p.add_argument_group("device"), device_help="cuda:0 when torch and JAX both see a GPU, else cpu")
+
+    g = p.add_argument_group("env")
+    g.add_argument("-B", "--num-envs", "--num_envs", dest="num_envs", type=int, default=4096,
+                   help="parallel environments (default 4096)")
+    add_model(g, backend="auto", backend_help="auto (mjx on GPU, mujoco on CPU; mjx with --mjx-impl warp), mjx "
+              "or mujoco")
+    g.add_argument("--randomize", action=B, default=False,
                    help="domain randomization: per-env physics drawn at every reset (friction, masses, centre of "
                         "mass, PD gains, joint friction, damping, armature) and pushes (mjx_env/config.py)")
-    p.add_argument("--obs-noise", "--obs_noise", dest="obs_noise", action="store_true",
-                   help="uniform observation noise on the policy's inputs, as legged_gym")
-    p.add_argument("--jumps", action="store_true",
-                   help="the reference's jump task: random jump commands and the four jump rewards")
-    p.add_argument("--init-noise-std", "--init_noise_std", dest="init_noise_std", type=float, default=None,
-                   help="initial action noise std of the Gaussian policy (seed: 1.0); a new run only")
-    p.add_argument("--entropy-coef", "--entropy_coef", dest="entropy_coef", type=float, default=None,
-                   help="PPO entropy bonus (seed: 0.01)")
-    p.add_argument("--final-noise-std", "--final_noise_std", dest="final_noise_std", type=float, default=None,
-                   help="over the second half of the run, lower the action noise std linearly to this "
-                        "value (the policy is deployed noise-free; see the README)")
-    p.add_argument("--init-actor", "--init_actor", dest="init_actor", default=None, metavar="PATH",
-                   help="start the actor (not the critic or optimizer) from a checkpoint or exported actor; "
-                        "a one-frame actor also starts a --history/--estimator actor (README)")
-    p.add_argument("--tracking-sigma", "--tracking_sigma", dest="tracking_sigma", type=float, default=None,
-                   help="width of the velocity-tracking rewards exp(-err^2 / sigma) (seed: 0.25); smaller pays "
-                        "for precise tracking (README: the shipped policy)")
-    p.add_argument("--clip-actions", "--clip_actions", dest="clip_actions", type=float, default=None, metavar="A",
-                   help="clip every policy action to ±A before the action scale (default: EnvConfig's 100)")
-    p.add_argument("--rolling-friction", "--rolling_friction", dest="rolling_friction", type=float, default=None,
-                   metavar="R", help="with --randomize: draw the feet's rolling friction in U[0, R] and torsional "
-                   "friction in U[0, 2R] per episode, in condim-6 foot contacts (Menagerie's feet: R = 0.01)")
-    p.add_argument("--dr-range", "--dr_range", dest="dr_ranges", action="append", default=[],
+    g.add_argument("--dr-range", "--dr_range", dest="dr_ranges", action="append", default=[],
                    metavar="FIELD=LO,HI", help="with --randomize: one randomization range (repeatable), e.g. "
                    "kp_scale_range=0.8,1.2; the fields and their defaults: mjx_env/config.py RandomizationConfig")
-    p.add_argument("--reward-scale", "--reward_scale", dest="reward_scales", action="append", default=[],
+    g.add_argument("--rolling-friction", "--rolling_friction", dest="rolling_friction", type=float, default=None,
+                   metavar="R", help="with --randomize: draw the feet's rolling friction in U[0, R] and torsional "
+                   "friction in U[0, 2R] per episode, in condim-6 foot contacts (Menagerie's feet: R = 0.01)")
+    g.add_argument("--obs-noise", "--obs_noise", dest="obs_noise", action=B, default=False,
+                   help="uniform observation noise on the policy's inputs, as legged_gym")
+    g.add_argument("--clip-actions", "--clip_actions", dest="clip_actions", type=float, default=None, metavar="A",
+                   help="clip every policy action to ±A before the action scale (default: EnvConfig's 100)")
+
+    g = p.add_argument_group("task options")
+    g.add_argument("--jumps", action=B, default=False,
+                   help="the reference's jump task: random jump commands and the four jump rewards")
+    g.add_argument("--random-resample-prob", "--random_resample_prob", dest="random_resample_prob", type=float,
+                   default=None, help="share of envs given fresh commands each step (default 0.05); "
+                                      "0 holds commands for the full 4 s resampling period")
+    g.add_argument("--tracking-sigma", "--tracking_sigma", dest="tracking_sigma", type=float, default=None,
+                   help="width of the velocity-tracking rewards exp(-err^2 / sigma) (default 0.25); smaller pays "
+                        "for precise tracking")
+    g.add_argument("--reward-scale", "--reward_scale", dest="reward_scales", action="append", default=[],
                    metavar="TERM=S", help="set one reward term's scale (repeatable), e.g. tracking_lin_vel=2; "
-                   "the terms and their seed scales: mjx_env/config.py RewardConfig")
-    add_actor_inputs(p)
-    return p.parse_args(argv)
+                   "the terms and their default scales: mjx_env/config.py RewardConfig")
+    add_actor_inputs(g)
+
+    g = p.add_argument_group("PPO")
+    g.add_argument("--init-noise-std", "--init_noise_std", dest="init_noise_std", type=float, default=None,
+                   help="initial action noise std of the Gaussian policy (default 1.0); a new run only")
+    g.add_argument("--final-noise-std", "--final_noise_std", dest="final_noise_std", type=float, default=None,
+                   help="over the second half of the run, lower the action noise std linearly to this "
+                        "value (the policy is deployed noise-free)")
+    g.add_argument("--entropy-coef", "--entropy_coef", dest="entropy_coef", type=float, default=None,
+                   help="PPO entropy bonus (default 0.01)")
+    g.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float, default=None,
+                   help="PPO's initial learning rate (default 0.001; the adaptive schedule moves it by the KL)")
+    g.add_argument("--num-learning-epochs", "--num_learning_epochs", dest="num_learning_epochs", type=int,
+                   default=None, help="passes over each iteration's data (default 5)")
+    g.add_argument("--num-mini-batches", "--num_mini_batches", dest="num_mini_batches", type=int, default=None,
+                   help="mini-batches per pass (default 4)")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-root", "--log_root", dest="log_root", default="logs",
+                   help="folder of the run folders (default ./logs of the working directory)")
+    g.add_argument("--save-interval", "--save_interval", dest="save_interval", type=int, default=100,
+                   help="checkpoint every N iterations (default 100)")
+    g.add_argument("--logger", default="tensorboard", help="tensorboard (default) or wandb (TensorBoard "
+                   "events too; WANDB_MODE=offline works without an account)")
+    g.add_argument("--wandb-project", "--wandb_project", dest="wandb_project", default="go2-mjx-ppo",
+                   help="W&B project of --logger wandb (default go2-mjx-ppo)")
+    return p
+
+
+DEFAULT_EXP_NAME = "go2-ppo-dynaflow"
+
+
+def parse_args(argv=None, defaults: dict | None = None):
+    """train.py's flags; `defaults` (a task's settings) replace the parser's defaults, so a flag given
+    still wins. A list flag (--reward-scale, --dr-range) given adds to the task's list; the last
+    setting of a term or range wins."""
+    p = build_parser()
+    if defaults:
+        p.set_defaults(**{k: list(v) if isinstance(v, list) else v for k, v in defaults.items()})
+    args = p.parse_args(argv)
+    if args.exp_name is None:
+        args.exp_name = args.task or DEFAULT_EXP_NAME
+    return args
 
 
 def reward_scales(scales: tuple, given: list[str]) -> tuple:
@@ -280,6 +331,11 @@ def check_flags(args) -> None:
         raise UserError(f"--entropy-coef must be >= 0, got {args.entropy_coef}")
     if args.final_noise_std is not None and not args.final_noise_std > 0:
         raise UserError(f"--final-noise-std must be > 0, got {args.final_noise_std}")
+    if args.learning_rate is not None and not (math.isfinite(args.learning_rate) and args.learning_rate >= 0):
+        raise UserError(f"--learning-rate must be >= 0, got {args.learning_rate}")
+    for flag in ("num_learning_epochs", "num_mini_batches"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
 
 
 def ppo_config(args, log_dir: Path) -> dict:
@@ -288,8 +344,9 @@ def ppo_config(args, log_dir: Path) -> dict:
     train_cfg = ppo_train_cfg(save_interval=args.save_interval, estimator=args.estimator)
     if args.init_noise_std is not None:
         train_cfg["actor"]["distribution_cfg"]["init_std"] = args.init_noise_std
-    if args.entropy_coef is not None:
-        train_cfg["algorithm"]["entropy_coef"] = args.entropy_coef
+    for name in ("entropy_coef", "learning_rate", "num_learning_epochs", "num_mini_batches"):
+        if getattr(args, name) is not None:
+            train_cfg["algorithm"][name] = getattr(args, name)
     if args.logger == "wandb":
         # rsl_rl's own W&B writer (TensorBoard events as well); its run files go beside the checkpoints.
         train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
@@ -318,7 +375,8 @@ def save_cfgs(cfg, train_cfg: dict, args, inputs, backend: str, devices, model, 
                      init_actor=args.init_actor, final_noise_std=args.final_noise_std,
                      actor_inputs=dataclasses.asdict(inputs),
                      randomization=dataclasses.asdict(cfg.randomization),
-                     world_size=world_size, matmul_precision=args.matmul_precision)
+                     world_size=world_size, matmul_precision=args.matmul_precision,
+                     task=args.task, recipe=recipe(args))
     if backend == "mjx":
         saved_cfg.update(mjx_impl=args.mjx_impl)
         if args.mjx_impl == "warp":
@@ -348,7 +406,7 @@ def run(args, group: Group) -> int:
 
     cfg = task_config(args)
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
-    log_dir = Path(args.log_root) / args.exp_name
+    log_dir = run_dir(args)
     train_cfg = ppo_config(args, log_dir)
     inputs = ActorInputs.from_flags(args)
     start_it = 0
@@ -385,7 +443,7 @@ def run(args, group: Group) -> int:
         save_cfgs(cfg, train_cfg, args, inputs, backend, devices, model, log_dir, start_it, group.world_size)
 
     runner = Go2Runner(vec_env, copy.deepcopy(train_cfg), log_dir=str(log_dir), device=str(devices.torch),
-                       actor_inputs=inputs)
+                       actor_inputs=inputs, recipe={"task": args.task, "flags": recipe(args)})
     if ckpt is not None:
         runner.load(args.resume, map_location=str(devices.torch))
         runner.current_learning_iteration = start_it      # rsl_rl would redo the loaded iteration
@@ -405,7 +463,9 @@ def learn(runner, args, group: Group, log_dir: Path, start_it: int, where: str) 
     anneal = None
     if args.final_noise_std is not None:
         from bridge.runner import NoiseAnneal
-        anneal = NoiseAnneal(runner.alg.actor, start_it, args.max_iterations, args.final_noise_std)
+        # A stage of a --task run resumed after a stop keeps the stage's schedule, not its remainder's.
+        first, count = getattr(args, "anneal_span", None) or (start_it, args.max_iterations)
+        anneal = NoiseAnneal(runner.alg.actor, first, count, args.final_noise_std)
         anneal.apply(start_it)
 
     rss_start = resident_mib()
@@ -433,9 +493,10 @@ def learn(runner, args, group: Group, log_dir: Path, start_it: int, where: str) 
             runner.save(str(path))
             runner.logger.stop_logging_writer()
             launcher = "torchrun ... train.py" if group.is_distributed else "python train.py"
+            how = ("the same command again" if args.task else
+                   f"{launcher} -e {args.exp_name} --resume {path} --max_iterations N")
             print(f"[train] stopped by {stop['stop'] or 'a signal to another rank'} after iteration {it}; "
-                  f"saved {path}\n[train] continue with: {launcher} -e {args.exp_name} --resume {path} "
-                  f"--max_iterations N", flush=True)
+                  f"saved {path}\n[train] continue with: {how}", flush=True)
         else:
             print(f"{where} stopped after iteration {it}", flush=True)
     except KeyboardInterrupt:
@@ -446,20 +507,137 @@ def learn(runner, args, group: Group, log_dir: Path, start_it: int, where: str) 
     return 0
 
 
+# Settings that say where and how a run is kept, not what it learns: left out of a recipe.
+NOT_RECIPE = ("task", "list_tasks", "print_config", "from_scratch", "exp_name", "log_root", "device", "logger",
+              "wandb_project", "save_interval", "resume", "init_actor", "matmul_precision")
+
+
+def recipe(args) -> dict:
+    """The settings that decide what a run learns (recorded in checkpoints, cfgs.pkl and exported policies)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_RECIPE and not k.startswith("_")}
+
+
+def run_dir(args) -> Path:
+    return Path(args.log_root) / args.exp_name / getattr(args, "_stage_folder", "")
+
+
+def resolve(argv) -> tuple:
+    """The parsed flags and, for a --task run, the stages it trains (tools/registry.chain), each with
+    its own flags: the stage's settings as defaults, the command line's flags over them."""
+    from tools import registry
+    args = parse_args(argv)
+    if not args.task:
+        if args.from_scratch:
+            raise UserError("--from-scratch trains a named task's chain: add --task NAME (--list-tasks)")
+        return args, [(None, args)]
+    stages = registry.chain(args.task, args.from_scratch)
+    if args.from_scratch and (args.resume or args.init_actor):
+        raise UserError("--from-scratch trains every stage from the start: drop --resume and --init-actor "
+                        "(run the same command again to resume a chain)")
+    if args.resume and len(stages) > 1:
+        raise UserError(f"--resume continues one run; {args.task} trains {len(stages)} stages: run the same "
+                        "command again to resume where it stopped")
+    out = []
+    for stage in stages:
+        stage_args = parse_args(argv, stage.flags)
+        stage_args._stage_folder = stage.folder
+        stage_args.task = stage.task                 # what its checkpoints record
+        if stage.start == "parent" and not stage_args.init_actor and not stage_args.resume and \
+                not args.from_scratch:
+            policy = registry.shipped_policy(registry.get(registry.get(stage.task).parent))
+            if not policy.is_file():
+                raise UserError(f"{stage.task} starts from {policy}, which is missing: train its parent too "
+                                "with --from-scratch, or give --init-actor PATH")
+            stage_args.init_actor = str(policy)
+        out.append((stage, stage_args))
+    return args, out
+
+
+def stage_record(stage, args) -> dict:
+    """What --print-config shows of one stage: the flags, the task config and rsl_rl's train config."""
+    cfg = task_config(args)
+    record = {"task": args.task, "stage": stage.label if stage else None,
+              "folder": str(run_dir(args)), "start": stage.start if stage else "fresh",
+              "init_actor": args.init_actor, "flags": recipe(args), "config": cfg.to_dict(),
+              "ppo": ppo_config(args, run_dir(args))}
+    return record
+
+
+def print_config(args, stages) -> int:
+    import json
+    check_flags(args)
+    print(json.dumps({"task": args.task, "from_scratch": args.from_scratch,
+                      "stages": [stage_record(stage, a) for stage, a in stages]}, indent=1))
+    return 0
+
+
+def run_stages(args, stages, group: Group) -> int:
+    """Train the stages in order. A stage whose last checkpoint exists is done; one with some of its
+    checkpoints resumes from the latest; a fresh one starts from the stage before it (its actor, or
+    its whole run for a later step of one task). Ends by exporting the last stage's actor."""
+    from tools.registry import checkpoints
+    prev = None                                   # (folder, last iteration) of the stage before
+    for n, (stage, a) in enumerate(stages):
+        folder = run_dir(a)
+        first = prev[1] + 1 if stage.start == "resume" and prev else 0
+        if stage.start == "resume" and prev is None:      # a task's later step, its first step not in this run
+            raise UserError(f"{stage.label} continues the step before it, which this run does not train")
+        last = first + a.max_iterations - 1
+        have = [k for k in checkpoints(folder) if k >= first]
+        a.anneal_span = (first, a.max_iterations)
+        if last in have:
+            print(f"[train] stage {n + 1}/{len(stages)} {stage.label}: done ({folder / f'model_{last}.pt'})", flush=True)
+        else:
+            if have:                                  # stopped in this stage: go on from its last checkpoint
+                a.resume, a.init_actor = str(folder / f"model_{have[-1]}.pt"), None
+                a.max_iterations = last - have[-1]
+            elif stage.start == "resume":
+                a.resume = str(prev[0] / f"model_{prev[1]}.pt")
+            elif stage.start == "parent" and prev is not None:
+                a.init_actor = str(prev[0] / f"model_{prev[1]}.pt")
+            if len(stages) > 1:
+                print(f"[train] stage {n + 1}/{len(stages)} {stage.label}: iterations {last - a.max_iterations + 1}"
+                      f"..{last} in {folder}", flush=True)
+            code = run(a, group)
+            if code or last not in checkpoints(folder):
+                if code == 0:
+                    print(f"[train] {args.task}: stopped in stage {n + 1}/{len(stages)}; run the same command "
+                          "again to continue from its last checkpoint", flush=True)
+                return code
+        prev = (folder, last)
+    if group.is_main:
+        from tools import registry
+        from bridge.policy import export_actor
+        task = registry.get(args.task)
+        out = Path(args.log_root) / args.exp_name / (task.policy or f"{args.task}.pt")     # never policies/
+        export_actor(prev[0] / f"model_{prev[1]}.pt", out)
+        print(f"[train] {args.task}: exported {out}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     group = Group.from_env()                  # torchrun's ranks; rank 0 of 1 alone
     with group.quiet_unless_main():
-        args = parse_args(argv)
+        args = build_parser().parse_args(argv)
+    if args.list_tasks:
+        from tools.registry import describe
+        print(describe())
+        return 0
     try:
+        args, stages = resolve(argv)
+        if args.print_config:
+            return print_config(args, stages)
         group.start()
+        if args.task:
+            return run_stages(args, stages, group)
         return run(args, group)
     except UserError as exc:                  # one line, from one rank; every rank stops
-        group.report("train.py", exc)
+        group.report(command_name("train.py"), exc)
         return 2
     except Exception as exc:                  # torchrun: a rank failed or died later (Group.fail)
         if not group.started:
             raise
-        return group.fail("train.py", exc)
+        return group.fail(command_name("train.py"), exc)
     finally:
         group.close()
 

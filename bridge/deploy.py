@@ -32,7 +32,7 @@ HISTORY_FILL = ("obs holds the last history_length observations, oldest first; a
                 "holds its first observation, then each control step drops the oldest and appends the newest")
 
 
-def deploy_metadata(cfg, model_path, checkpoint_path, estimator: bool = False) -> dict:
+def deploy_metadata(cfg, model_path, checkpoint_path, estimator: bool = False, task: str | None = None) -> dict:
     """The deploy facts of a task config as plain JSON values (keys as in the ONNX file)."""
     from mjx_env.config import JOINT_NAMES
     from mjx_env.model import torque_limit
@@ -66,6 +66,7 @@ def deploy_metadata(cfg, model_path, checkpoint_path, estimator: bool = False) -
         "model_sha256": sha256(model_path),
         "checkpoint_file": Path(checkpoint_path).name,
         "checkpoint_sha256": sha256(checkpoint_path),
+        "task": task,              # the train.py --task that produced it (tools/registry.py), or null
     }
 
 

@@ -92,7 +92,8 @@ def load_actor(path: str | Path | None = None, num_obs: int | None = None, num_a
         actor = Actor(ckpt["actor_state_dict"], str(path)).eval()
         actor.inputs = ActorInputs.of(ckpt)
         # what an exported actor .pt keeps (export_actor), not the whole file: no critic or optimizer state
-        actor.saved = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter")}
+        actor.saved = {"actor_state_dict": ckpt["actor_state_dict"], "iter": ckpt.get("iter"),
+                       **{k: ckpt[k] for k in ("task", "recipe") if k in ckpt}}
     num_obs = actor.inputs.size if num_obs is None else num_obs
     if (actor.num_obs, actor.num_actions) != (num_obs, num_actions):
         raise UserError(f"policy {path} maps {actor.num_obs} observations to {actor.num_actions} actions; "
@@ -164,7 +165,7 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.suffix == ".onnx":
             from bridge.deploy import deploy_metadata, export_onnx
-            export_onnx(actor, dst, deploy_metadata(cfg, xml_path, src, inputs.estimator))
+            export_onnx(actor, dst, deploy_metadata(cfg, xml_path, src, inputs.estimator, actor.saved.get("task")))
         else:
             small = {**actor.saved, "source": str(src), "actor_inputs": dataclasses.asdict(inputs)}
             atomic_write(dst, lambda tmp: torch.save(small, tmp))
@@ -173,8 +174,9 @@ def export_actor(src: str | Path, dst: str | Path, xml_path: str | Path | None =
 
 
 def main(argv=None) -> int:
-    from mjx_env.errors import OneLineParser, run
-    p = OneLineParser(prog="python -m bridge.policy", description="Export a trained actor: *.pt or *.onnx.")
+    from mjx_env.errors import OneLineParser, command_name, run
+    p = OneLineParser(prog=command_name("python -m bridge.policy"), description="Export a trained actor: *.pt "
+                      "(weights, the task and its settings) or *.onnx (with deploy metadata).")
     p.add_argument("checkpoint", help="rsl_rl checkpoint (model_K.pt) or exported actor .pt")
     p.add_argument("out", help="*.onnx: ONNX with deploy metadata; *.pt: actor weights only")
     p.add_argument("--xml-path", "--xml_path", dest="xml_path", default=None,

@@ -96,9 +96,11 @@ class DeviceLogger(Logger):
 class Go2Runner(OnPolicyRunner):
     remembered = None            # see remember_iteration
 
-    def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu", actor_inputs=None):
+    def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu", actor_inputs=None,
+                 recipe: dict | None = None):
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
         self.actor_inputs = actor_inputs      # bridge.policy.ActorInputs, recorded in every checkpoint
+        self.recipe = recipe                  # {"task": name or None, "flags": train.py's settings}, recorded too
         self.logger = DeviceLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,
                                    is_distributed=self.is_distributed, gpu_world_size=self.gpu_world_size,
                                    gpu_global_rank=self.gpu_global_rank, device=self.device)
@@ -147,6 +149,8 @@ class Go2Runner(OnPolicyRunner):
         saved.update(iter=self.current_learning_iteration, infos=infos)
         if self.actor_inputs is not None:
             saved["actor_inputs"] = dataclasses.asdict(self.actor_inputs)
+        if self.recipe is not None:
+            saved.update(task=self.recipe["task"], recipe=self.recipe["flags"])
         return saved
 
     def save(self, path: str, infos=None) -> None:

@@ -318,3 +318,24 @@ class TaskConfig:
 
     def replace(self, **sections) -> "TaskConfig":
         return dataclasses.replace(self, **sections)
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON (train.py --print-config); from_dict gives the same config back."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskConfig":
+        """The config of a to_dict (or of its JSON: lists become the tuples the dataclasses hold)."""
+        def tuples(v):
+            return tuple(tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+        sections = {}
+        for f in dataclasses.fields(cls):
+            section = f.default_factory
+            names = {g.name for g in dataclasses.fields(section)}
+            unknown = set(d[f.name]) - names
+            if unknown:
+                from mjx_env.errors import ConfigError
+                raise ConfigError(f"{f.name} has no field {sorted(unknown)[0]!r}: a config of another version")
+            sections[f.name] = section(**{k: tuples(v) for k, v in d[f.name].items()})
+        return cls(**sections)

@@ -119,6 +119,7 @@ def test_metadata_every_key_equals_the_config(exported):
         "history_length": 1, "history_fill": HISTORY_FILL, "velocity_estimator": False,
         "model_file": "go2_mjx_gym.xml", "model_sha256": sha(OWN_XML),
         "checkpoint_file": "random.pt", "checkpoint_sha256": sha(src),
+        "task": None,                # a checkpoint of no named task (train.py --task records one)
     }
     assert meta == want
     # ... and the config is where those numbers come from.

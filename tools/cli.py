@@ -50,9 +50,11 @@ def add_actor_inputs(p) -> None:
     from the policy file, which records it)."""
     p.add_argument("--history", type=int, default=1, metavar="N",
                    help="the actor sees its last N policy observations, oldest first (default 1: the seed's)")
-    p.add_argument("--estimator", action="store_true",
+    import argparse
+    p.add_argument("--estimator", action=argparse.BooleanOptionalAction, default=False,
                    help="the actor learns its base velocity from its history (bridge/estimator.py)")
-    p.add_argument("--actor-lin-vel", "--actor_lin_vel", dest="actor_lin_vel", action="store_true",
+    p.add_argument("--actor-lin-vel", "--actor_lin_vel", dest="actor_lin_vel",
+                   action=argparse.BooleanOptionalAction, default=False,
                    help="the actor observes the measured base velocity, with noise (the anchors' baseline)")
 
 
