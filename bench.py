@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 import mjx_env  # noqa: F401  (JAX memory policy)
-from mjx_env.errors import OneLineParser, UserError
+from mjx_env.errors import OneLineParser, UserError, command_name
 from mjx_env.files import atomic_write, check_folder
 from tools.cli import add_device, check_backend, run
 
@@ -531,8 +531,8 @@ def table(report) -> str:
 
 
 def main(argv=None) -> int:
-    p = OneLineParser(prog="bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 512, 4096],
+    p = OneLineParser(prog=command_name("bench.py"), description=__doc__.split("\n\n")[0])
+    p.add_argument("--num-envs", "--num_envs", dest="num_envs", type=int, nargs="+", default=[1, 64, 512, 4096],
                    help="batch sizes to time (default: 1 64 512 4096)")
     p.add_argument("--backends", nargs="+", default=["mujoco", "mjx"],
                    help="backends whose physics and env layers to time: mujoco, mjx (default: both)")

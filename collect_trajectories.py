@@ -28,7 +28,7 @@ import numpy as np
 import mjx_env  # noqa: F401
 from demos import FORMAT_VERSION, STEP_FIELDS, convert, load_dataset, merge, part_name, write  # noqa: F401 (load_dataset: re-exported)
 from demos.npz import state_names
-from mjx_env.errors import OneLineParser, UserError
+from mjx_env.errors import OneLineParser, UserError, command_name
 from mjx_env.feet import FootProbe
 from mjx_env.files import check_folder, sha256
 from tools.cli import (add_commands, add_device, add_model, add_perturbations, check_backend,
@@ -215,11 +215,14 @@ def kept_parts(parts) -> str:
 
 
 def parse_args(argv=None):
-    p = OneLineParser(prog="collect_trajectories.py", description="Demonstrations for DynaFlow.")
+    p = OneLineParser(prog=command_name("collect_trajectories.py"), description="Demonstrations for DynaFlow.",
+                      usage="%(prog)s [options] | %(prog)s convert H5 --out NPZ | %(prog)s merge PART... --out FILE",
+                      epilog="subcommands: 'convert H5 --out NPZ' writes an HDF5 dataset in DynaFlow's NPZ layout; "
+                             "'merge PART... --out FILE' joins the HDF5 parts of one collection (each has --help)")
     p.add_argument("--checkpoint", default=None, help="rsl_rl checkpoint or exported actor (default: shipped)")
     p.add_argument("--out", default="demos.h5", help="*.npz: DynaFlow's NPZ layout; anything else: HDF5")
     p.add_argument("--episodes", type=int, default=64, help="episodes to record (default 64)")
-    p.add_argument("--num_envs", "-B", type=int, default=64, help="envs stepped at once (default 64)")
+    p.add_argument("--num-envs", "--num_envs", "-B", dest="num_envs", type=int, default=64, help="envs stepped at once (default 64)")
     p.add_argument("--duration", type=float, default=20.0, help="episode length (s)")
     p.add_argument("--grid", action="store_true", help="the lists below form a grid, cycled over episodes")
     add_commands(p, vx=(0.0, 1.0))
