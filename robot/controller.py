@@ -453,15 +453,25 @@ class Controller:
             self.pending_passive = None
 
     # ---- the loop ----
-    def tick(self, extra: bool = False):
-        """One 2 ms cycle; `extra`: an out-of-schedule cycle for a key or signal (no policy step)."""
-        self._take_states()
-        self._take_remote()
+    def _handle_events(self):
         while True:
             try:
                 self._handle(*self.events.get_nowait())
             except queue.Empty:
-                break
+                return
+
+    def urgent(self):
+        """Out of schedule, for a key or a signal: handle it now, and if it asked for Passive publish
+        the damping command at once (nothing else: the next cycle does the rest)."""
+        self._handle_events()
+        if self.pending_passive is not None:
+            self.publish()
+
+    def tick(self):
+        """One 2 ms cycle."""
+        self._take_states()
+        self._take_remote()
+        self._handle_events()
         now = time.monotonic()
         if self.remote_at is not None and now - self.remote_at < self.cfg.remote_timeout_s:
             self._stick_command()
@@ -479,12 +489,12 @@ class Controller:
             self.record(event="robot_back")
         if self.state != PASSIVE and tilt(self.latest.quat) > self.cfg.max_tilt_rad:
             self.passive(f"tilt {tilt(self.latest.quat):.2f} rad past {self.cfg.max_tilt_rad:g}")
-        if self.state == WALK and not extra:
+        if self.state == WALK:
             if self.walk_tick % self.decimation == 0:
                 self.policy_step()
             self.walk_tick += 1
         self.publish()
-        self.stats["ticks"] += not extra
+        self.stats["ticks"] += 1
 
     def run(self, duration: float | None = None, keyboard: bool = True) -> dict:
         cfg = self.cfg
@@ -520,9 +530,9 @@ class Controller:
                     if late > 10 * cfg.motor_dt:           # far behind: drop the missed ticks, keep 2 ms steps
                         next_tick = time.monotonic()
                     continue
-                if self.wake.wait(late * -1):              # a key or signal: handle it now, not at the next tick
+                if self.wake.wait(-late):                  # a key or signal: handle it now, not at the next tick
                     self.wake.clear()
-                    self.tick(extra=True)
+                    self.urgent()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
