@@ -78,6 +78,8 @@ class SimRobot:
         self.rng = np.random.default_rng(seed)
         self.cmd: sdk.MotorCommand | None = None
         self.base = int(go2.base_qpos_adr), int(go2.base_qvel_adr)
+        # foot geom id -> its leg's index in LowState_.foot_force (the SDK's leg order)
+        self._foot_leg = {gid: sdk.SDK_LEGS.index(leg) for leg, gid in zip(LEGS, go2.foot_geom_ids) if gid >= 0}
         self.reset()
 
     def reset(self):
@@ -135,16 +137,16 @@ class SimRobot:
         feet = np.zeros(4)
         ncon = self.d.ncon
         if ncon:
-            g1, g2 = self.d.contact.geom1[:ncon], self.d.contact.geom2[:ncon]
             force = np.zeros(6)
-            for leg, gid in enumerate(self.go2.foot_geom_ids):
-                for i in np.flatnonzero((g1 == gid) | (g2 == gid)) if gid >= 0 else ():
-                    mujoco.mj_contactForce(self.m, self.d, int(i), force)
+            for i, (g1, g2) in enumerate(zip(self.d.contact.geom1[:ncon].tolist(), self.d.contact.geom2[:ncon].tolist())):
+                leg = self._foot_leg.get(g1, self._foot_leg.get(g2))
+                if leg is not None:
+                    mujoco.mj_contactForce(self.m, self.d, i, force)
                     feet[leg] += abs(force[0])
         to_sdk = self.motors.to_sdk
         return dict(quat=quat, gyro=self.d.qvel[v + 3:v + 6].copy(), accel=accel, rpy=quat_to_rpy(quat),
                     q=to_sdk(self.d.qpos[self.go2.qpos_idx]), dq=to_sdk(self.d.qvel[self.go2.qvel_idx]),
-                    tau=to_sdk(self.d.actuator_force.copy()), foot_force=feet[[LEGS.index(leg) for leg in sdk.SDK_LEGS]])
+                    tau=to_sdk(self.d.actuator_force.copy()), foot_force=feet)
 
 
 class SimProcess:

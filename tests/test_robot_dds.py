@@ -201,6 +201,11 @@ def test_stand_walk_estop(policy, tmp_path, ref_xml):
     assert np.abs(col["roll"][after]).max() < 0.3 and np.abs(col["pitch"][after]).max() < 0.3
     assert col["z"][after][-1] < col["z"][walk_or_stand].min()           # lower than it stood: folded down
     assert np.abs(col["vx"][after]).max() < 0.2
+    # Rates: LowState_ and LowCmd_ at 500 Hz, the policy at 50 Hz (wall clock, on a loaded machine).
+    state_hz, cmd_hz = int(log["states"]) / float(log["seconds"]), stop["ticks"] / stop["seconds"]
+    print(f"LowState_ {state_hz:.0f} Hz (simulated {float(log['sim_seconds']):.1f} s in {float(log['seconds']):.1f} s), "
+          f"LowCmd_ {cmd_hz:.0f} Hz, {int(log['commands'])} applied by the robot")
+    assert state_hz > 450 and cmd_hz > 450
     # Bad CRC: dropped and counted (keep-last-1 DDS may overwrite some before the controller reads them).
     sent_bad = int(log["states"]) // 100
     assert 0 < stop["bad_crc"] <= sent_bad

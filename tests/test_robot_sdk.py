@@ -350,3 +350,64 @@ def test_no_stand_while_the_robot_is_silent(tmp_path, capsys):
     assert not h.ctl.robot_lost
     h.ctl.stand()
     assert h.ctl.state == "Stand"
+
+
+def test_simulated_robot_motor_law_and_sensors(ref_xml):
+    """The PD law each motor applies, POS_STOP switching the position term off, the torque limits,
+    and what a standing robot's LowState_ says: upright, still, its weight on its feet."""
+    robot = SimRobot(ref_xml, SimConfig(start="standing"))
+    m, d = robot.m, robot.d
+    q, dq = d.qpos[robot.go2.qpos_idx].copy(), np.linspace(-1, 1, 12)
+    d.qvel[robot.go2.qvel_idx] = dq
+    target = q + 0.1
+    cmd = sdk.MotorCommand(q=target, dq=np.full(12, 0.5), kp=np.full(12, 20.0), kd=np.full(12, 2.0), tau=np.full(12, 1.0))
+    robot.apply(cmd)                                 # SDK order = actuator order for JOINT_NAMES
+    np.testing.assert_allclose(robot.torques(), 1.0 + 20.0 * 0.1 + 2.0 * (0.5 - dq), atol=1e-9)
+    robot.apply(sdk.MotorCommand(q=np.full(12, sdk.POS_STOP), dq=np.full(12, sdk.VEL_STOP), kp=np.full(12, 20.0),
+                                 kd=np.full(12, 2.0), tau=np.zeros(12)))
+    np.testing.assert_allclose(robot.torques(), -2.0 * dq, atol=1e-9)   # damping only
+    robot.apply(sdk.MotorCommand(q=q + 10, dq=np.zeros(12), kp=np.full(12, 100.0), kd=np.zeros(12), tau=np.zeros(12)))
+    np.testing.assert_allclose(robot.torques(), [45.43 if n.endswith("calf_joint") else 23.7 for n in JOINT_NAMES])
+    # Stand on the default pose with Unitree's stand gains, then read the sensors.
+    d.qvel[:] = 0
+    default = np.array(meta_of()["default_joint_pos"])
+    robot.apply(sdk.MotorCommand(q=default, dq=np.zeros(12), kp=np.full(12, 60.0), kd=np.full(12, 5.0), tau=np.zeros(12)))
+    for _ in range(int(2.0 / robot.dt)):
+        robot.step()
+    f = robot.state_fields()
+    weight = mujoco.mj_getTotalmass(m) * 9.81
+    assert abs(f["foot_force"].sum() - weight) < 0.05 * weight
+    assert f["quat"][0] > 0.99 and np.abs(f["gyro"]).max() < 0.05
+    np.testing.assert_allclose(f["accel"], [0, 0, 9.81], atol=0.2)      # specific force: gravity's opposite
+    np.testing.assert_allclose(f["q"], default, atol=0.1)
+    before = d.qvel[:2].copy()
+    robot.cfg = SimConfig(push_velocity=1.0)
+    robot.push()
+    assert abs(np.linalg.norm(d.qvel[:2] - before) - 1.0) < 1e-9
+
+
+def test_simulated_robot_drops_a_bad_lowcmd(ref_xml):
+    """Over DDS in one process: a LowCmd_ with a bad CRC or a wrong header is dropped and counted,
+    a good one is applied."""
+    import time
+
+    from robot.sim import SimProcess
+    bus = Bus(random.Random().randrange(1, 200), "lo")
+    proc = SimProcess(SimRobot(ref_xml, SimConfig(start="standing")), bus, duration=None)
+    LowCmd, _, _ = sdk.message_types()
+    writer = bus.writer(sdk.TOPIC_LOWCMD, LowCmd)
+    msgs = sdk.Messages()
+    good = msgs.encode_cmd(sdk.MotorCommand(q=np.ones(12), dq=np.zeros(12), kp=np.full(12, 5.0), kd=np.zeros(12),
+                                            tau=np.zeros(12)))
+    bad_crc = bytearray(good)
+    bad_crc[40] ^= 0x04
+    # A wrong header with a CRC that matches it: the robot still refuses a message not marked 0xFE 0xEF.
+    msg = LowCmd.deserialize(good)
+    msg.head = [0xFE, 0xEE]
+    msg.crc = CRC().Crc(msg)
+    for data in (bytes(bad_crc), msg.serialize() + b"\0" * (-len(msg.serialize()) % 4), good):
+        wire.write_raw(writer, data)
+        time.sleep(0.003)
+        proc._take_command()
+    assert proc.counts["bad_crc"] == 1 and proc.counts["bad_header"] == 1 and proc.counts["commands"] == 1
+    assert np.allclose(proc.robot.cmd.q, 1.0) and np.allclose(proc.robot.cmd.kp, 5.0)
