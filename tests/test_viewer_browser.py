@@ -142,6 +142,9 @@ def test_page_shows_the_robot_walking(tmp_path):
     assert play.returncode == 0 and "Traceback" not in stderr, stderr
     lines = out.splitlines()
     assert lines[0].startswith("model ") and "(mujoco), 1 envs," in lines[0]
-    # the six metrics, then the signed v_x bias by command once a command has settled (play.py)
-    assert lines[1].split()[0] == "mean_abs_vx_error" and len(lines) in (7, 8)
-    assert len(lines) == 7 or lines[7].startswith("  signed v_x bias by command ")
+    # play.py's six metrics, each "name value"; the lines after them depend on the policy (the shipped
+    # one has a velocity estimator) and on what settled: not asserted here
+    metrics = dict(line.split() for line in lines[1:7])
+    assert list(metrics) == ["mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error",
+                             "mean_abs_height_error", "fall_rate", "mean_episode_length_s"], lines
+    assert all(np.isfinite(float(v)) for v in metrics.values()) and float(metrics["mean_episode_length_s"]) > 0
