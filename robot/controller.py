@@ -52,6 +52,7 @@ class ControllerConfig:
     damping_kd: float = 3.0              # Passive: pure damping, the legs fold slowly
     max_tilt_rad: float = 1.0            # Unitree's Go2 deploy: about 1 rad
     watchdog_s: float = 0.02             # LowState_ older than this (10 cycles): Passive
+    silence_report_s: float = 0.25       # already Passive: say the robot is silent past this
     first_state_timeout_s: float = 3.0   # no LowState_ at all: the robot is not answering
     probe_s: float = 1.0                 # listen this long for another rt/lowcmd publisher (loopback discovery ~0.3 s)
     bad_crc_refuse: int = 100            # this many LowState_ in a row with a bad CRC and none good: refuse
@@ -253,10 +254,11 @@ class Controller:
         self.state = PASSIVE
         self.stop_reason = None
         self.stats = dict(ticks=0, late_ticks=0, max_late_ms=0.0, states=0, bad_crc=0, policy_steps=0,
-                          remote_msgs=0, passive_events=0)
+                          remote_msgs=0, passive_events=0, watchdog_trips=0)
         self.latest = None            # latest valid LowState (SDK order)
         self.latest_at = None         # monotonic time it arrived
         self.robot_lost = False
+        self.lost_said = False
         self.remote_at = None
         self.remote_keys = set()
         self.sticks = np.zeros(4)
@@ -479,14 +481,21 @@ class Controller:
         if age > self.cfg.watchdog_s:
             if not self.robot_lost:
                 self.robot_lost = True
-                if not self.passive(f"no LowState_ for {age * 1000:.1f} ms (watchdog {self.cfg.watchdog_s * 1000:g} ms)",
-                                    t_trigger=time.time()):          # already Passive: still say it, once
-                    self.say(f"robot stopped answering: no LowState_ for {age * 1000:.1f} ms", err=True)
-                    self.record(event="robot_lost", age_ms=age * 1000)
+                self.stats["watchdog_trips"] += 1
+                # From Stand or Walk its Passive line says it; already Passive, the line waits (below).
+                self.lost_said = self.passive(f"no LowState_ for {age * 1000:.1f} ms (watchdog "
+                                              f"{self.cfg.watchdog_s * 1000:g} ms)", t_trigger=time.time())
+            elif self.state == PASSIVE and not self.lost_said and age > self.cfg.silence_report_s:
+                # Already Passive when it went silent: one line once the silence is more than a stall.
+                self.lost_said = True
+                self.say(f"robot stopped answering: no LowState_ for {age * 1000:.0f} ms", err=True)
+                self.record(event="robot_lost", age_ms=age * 1000)
         elif self.robot_lost:
             self.robot_lost = False
-            self.say("LowState_ again: still Passive, press 1 to stand")
-            self.record(event="robot_back")
+            if self.lost_said:
+                self.lost_said = False
+                self.say("LowState_ again: still Passive, press 1 to stand")
+                self.record(event="robot_back")
         if self.state != PASSIVE and tilt(self.latest.quat) > self.cfg.max_tilt_rad:
             self.passive(f"tilt {tilt(self.latest.quat):.2f} rad past {self.cfg.max_tilt_rad:g}")
         if self.state == WALK:
