@@ -415,3 +415,22 @@ def test_simulated_robot_drops_a_bad_lowcmd(ref_xml):
         proc._take_command()
     assert proc.counts["bad_crc"] == 1 and proc.counts["bad_header"] == 1 and proc.counts["commands"] == 1
     assert np.allclose(proc.robot.cmd.q, 1.0) and np.allclose(proc.robot.cmd.kp, 5.0)
+
+
+def test_replay_file_of_dynaflow_episodes(tmp_path):
+    """--replay reads DynaFlow's NPZ (per-episode object arrays, demos/npz.py) or one (T, 12) array."""
+    from robot.controller import load_replay
+    episodes = np.empty(2, dtype=object)
+    episodes[0], episodes[1] = np.zeros((5, 12), np.float32), np.ones((7, 12), np.float32)
+    np.savez(tmp_path / "demos.npz", actions=episodes)
+    assert load_replay(tmp_path / "demos.npz", 1).shape == (7, 12) and load_replay(tmp_path / "demos.npz", 1)[0, 0] == 1
+    np.savez(tmp_path / "one.npz", actions=np.full((3, 12), 0.5))
+    assert load_replay(tmp_path / "one.npz", 0).shape == (3, 12)
+    with pytest.raises(sdk.UserError, match="has 2 episodes, --episode 2"):
+        load_replay(tmp_path / "demos.npz", 2)
+    np.savez(tmp_path / "bad.npz", actions=np.full((3, 11), 0.5))
+    with pytest.raises(sdk.UserError, match=r"shape \(T, 12\), got \(3, 11\)"):
+        load_replay(tmp_path / "bad.npz", 0)
+    np.savez(tmp_path / "none.npz", states=np.zeros(3))
+    with pytest.raises(sdk.UserError, match="cannot read actions from"):
+        load_replay(tmp_path / "none.npz", 0)
