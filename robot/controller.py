@@ -294,8 +294,8 @@ class Controller:
             time.sleep(0.01)
         if samples or writers[0]:
             raise UserError(f"another process already publishes {sdk.TOPIC_LOWCMD} ({writers[0]} writer(s), {samples} "
-                            f"LowCmd_ in {self.cfg.probe_s:g} s): stop it first (on the robot: release sport mode "
-                            f"with MotionSwitcherClient, or the app's low-level switch)")
+                            f"LowCmd_ in {self.cfg.probe_s:g} s): stop it first (on the robot, sport mode must be "
+                            f"released: docs/robot.md, first-hardware checklist)")
         probe.set_listener(None)
         del probe
         end = time.monotonic() + self.cfg.first_state_timeout_s

@@ -6,8 +6,10 @@ field, 0.4 ms more. At 500 Hz each way that is more than a core of a 2-core mach
 Go2 messages are fixed-size (@final, arrays only, no sequences or strings), so each one is a fixed
 struct format: here the formats are derived once from the SDK's own IDL type annotations, a
 message is a flat tuple of its fields in declaration order, and encoding or decoding is one
-struct.pack / unpack (a few microseconds). tests/test_robot_sdk.py checks the bytes against
-cyclonedds's serialize() and the CRC against the SDK's, field for field.
+struct.pack / unpack (a few microseconds), and the bytes go to and come from cyclonedds's C layer
+directly (write_raw, take_raw: on cyclonedds 11.0.1 only, the public slow path elsewhere; no
+upstream issue asks for a faster Python serialiser). tests/test_robot_sdk.py checks the bytes
+against cyclonedds's serialize() and the CRC against the SDK's, field for field.
 
 CRC (Unitree's CRC32): the message in its C layout (natural alignment) as little-endian 32-bit
 words, all but the last (the crc field itself), fed most significant bit first through the
@@ -184,8 +186,28 @@ def header_of(msg) -> bytes:
     return bytes(msg.serialize()[:4])
 
 
+# write_raw / take_raw call the private C layer under DataWriter.write / DataReader.take (the same
+# calls minus the Python (de)serialisation), checked on this version only; any other version takes
+# the public, slow path, with the same bytes in and out.
+FAST_IO_VERSION = "11.0.1"
+
+
+def _fast_io() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("cyclonedds") == FAST_IO_VERSION
+    except PackageNotFoundError:
+        return False
+
+
+FAST_IO = _fast_io()
+
+
 def write_raw(writer, data: bytes) -> None:
     """Publish already-serialised CDR bytes on a cyclonedds DataWriter (its write() minus serialise)."""
+    if not FAST_IO:
+        writer.write(writer.data_type.deserialize(data))
+        return
     from cyclonedds._clayer import ddspy_write
     from cyclonedds.core import DDSException
     ret = ddspy_write(writer._ref, data)
@@ -196,6 +218,9 @@ def write_raw(writer, data: bytes) -> None:
 def take_raw(reader, n: int = 64) -> list[bytes]:
     """The serialised samples waiting on a cyclonedds DataReader, oldest first (its take() minus
     deserialise)."""
+    if not FAST_IO:
+        from cyclonedds.internal import InvalidSample
+        return [bytes(s.serialize()) for s in reader.take(N=n) if not isinstance(s, InvalidSample)]
     from cyclonedds._clayer import ddspy_take
     from cyclonedds.core import DDSException, InstanceState, SampleState, ViewState
     ret = ddspy_take(reader._ref, SampleState.Any | ViewState.Any | InstanceState.Any, n)

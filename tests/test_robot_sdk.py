@@ -210,9 +210,12 @@ def test_one_line_refusals(tmp_path, capsys):
         one_line_refusal(capsys, argv, text)
 
 
-def test_bad_crc_lowstate_dropped_and_counted(tmp_path):
+@pytest.mark.parametrize("fast_io", [True, False])
+def test_bad_crc_lowstate_dropped_and_counted(tmp_path, fast_io, monkeypatch):
     """Real DDS on loopback inside one process: 30 LowState_, every third with a wrong CRC; the
-    controller's reader keeps the good ones and counts the others."""
+    controller's reader keeps the good ones and counts the others. Through the raw-bytes path and
+    through cyclonedds's public write()/take() (any other cyclonedds version's path)."""
+    monkeypatch.setattr(wire, "FAST_IO", fast_io and wire.FAST_IO)
     domain = random.Random().randrange(1, 200)
     bus = Bus(domain, "lo")
     policy = Policy(tiny_policy(tmp_path / "p.onnx", meta_of()))
