@@ -88,11 +88,14 @@ class Proc:
 
 
 def sim_robot(d, *extra):
+    # --duration: a backstop, as for the controller.
     return Proc("robot.sim_cmd", "--domain", str(d), "--duration", "120", *extra)
 
 
 def controller(policy, d, *extra):
-    return Proc("robot.deploy_cmd", str(policy), "--interface", "lo", "--domain", str(d), *extra, stdin=True)
+    # --duration: a backstop, so that nothing outlives a test run that was itself killed.
+    return Proc("robot.deploy_cmd", str(policy), "--interface", "lo", "--domain", str(d), "--duration", "120",
+                *extra, stdin=True)
 
 
 def events(path):
