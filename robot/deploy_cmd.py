@@ -18,7 +18,9 @@ PROG = "go2-deploy"
 
 
 def parser():
-    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    from robot.controller import KEYS_HELP
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                      epilog=f"In Passive at start. {KEYS_HELP}. Before a real robot: docs/robot.md's checklist.")
     p.add_argument("policy", help="ONNX policy with deploy metadata (python -m bridge.policy CKPT out.onnx)")
     p.add_argument("--interface", default=None,
                    help="network interface wired to the robot (e.g. eth0), or lo for go2-sim-robot (required)")
