@@ -82,6 +82,15 @@ register("Go2-Velocity-Walker", "the shipped walker: history, velocity estimator
               dr_ranges=["kp_scale_range=0.75,1.25", "joint_frictionloss_range=0,0.4",
                          "drift_accel_range=-1,1", "drift_yaw_accel_range=-1.5,1.5"]),
          parent="Go2-Velocity-Robust", policy="go2_walk.pt", minutes="32")
+# A one-command chain for the velocity-aware walker (issue 40): the robust stage cut to 1024 envs and
+# 300 iterations, both stages at 3 learning epochs (the update runs at the CPU's matrix-product rate, so
+# fewer passes are the lever), the walker stage at 300 iterations.
+register("Go2-Velocity-Robust-Short", "the robust walker cut for a one-hour chain: 1024 envs, 300 iterations, "
+         "3 epochs", dict(_ROBUST, num_envs=1024, max_iterations=300, seed=1, num_learning_epochs=3))
+register("Go2-Velocity-Walker-Short", "the shipped walker's settings over the short robust stage, 300 iterations, "
+         "3 epochs; --from-scratch trains both in one command",
+         dict(TASKS["Go2-Velocity-Walker"].flags, max_iterations=300, num_learning_epochs=3),
+         parent="Go2-Velocity-Robust-Short", policy="go2_walk_short.pt")
 register("Go2-Jump", "the reference's jump task: walks and hops on command (3 steps from the robust walker)",
          dict(num_envs=1024, max_iterations=300, seed=1, jumps=True), parent="Go2-Velocity-Robust",
          then=(dict(max_iterations=701), dict(max_iterations=200, seed=2, entropy_coef=0.0)),
