@@ -169,6 +169,26 @@ class TaskMirror:
                           lin_vel=Mirror.signs(POLAR), ang_vel=Mirror.signs(AXIAL))
 
 
+def asymmetric_settings(cfg: TaskConfig) -> list:
+    """The settings under which the mirror image of a training sample is not an equally likely sample
+    of the same task (a range of a sign-changing quantity that is not centred on 0, or a fixed command
+    with a lateral or turning part). Mirrored samples are still valid physics, but augmentation then
+    trains on commands or drifts the env never draws. Empty for the shipped tasks."""
+    found = [f"command.{name}={lo_hi}" for name, lo_hi in cfg.command.ranges()
+             if COMMAND_SIGN[name] < 0 and lo_hi[0] != -lo_hi[1]]
+    fixed = cfg.command.fixed
+    if fixed is not None and any(fixed[i] != 0 for i, s in enumerate(command_mirror(cfg.command).sign) if s < 0):
+        found.append(f"command.fixed={fixed}")
+    r = cfg.randomization
+    # drawn with randomization on: the drift's x and y share one range (y must be centred), the yaw
+    # drift turns, the base's centre of mass offset shares one range over x, y, z
+    if r.enabled:
+        found += [f"randomization.{name}={getattr(r, name)}"
+                  for name in ("drift_accel_range", "drift_yaw_accel_range", "base_com_offset_range")
+                  if getattr(r, name)[0] != -getattr(r, name)[1]]
+    return found
+
+
 def qpos_mirror(model) -> Mirror:
     """The physics position of a Go2Model: base position (world; y negates), base quaternion
     (w, -x, y, -z), the 12 joints swapped and signed. Other entries (none on the Go2) would keep."""

@@ -18,7 +18,7 @@ from mjx_env.config import JOINT_NAMES, EnvConfig, TaskConfig
 from mjx_env.env import Go2Env
 from mjx_env.errors import ConfigError
 from mjx_env.model import load_go2
-from mjx_env.symmetry import TaskMirror, critic_layout, joint_mirror, mirror_joint_name, mirror_state
+from mjx_env.symmetry import TaskMirror, asymmetric_settings, critic_layout, joint_mirror, mirror_joint_name, mirror_state
 from mjx_env.task import Go2Task
 
 CFG = TaskConfig()
@@ -58,6 +58,19 @@ def test_maps_by_hand():
     skewed = dict(CFG.env.default_joint_angles, FL_hip_joint=0.1)
     with pytest.raises(ConfigError, match="not left-right symmetric"):
         TaskMirror.of(CFG.replace(env=EnvConfig(default_joint_angles=tuple(skewed.items()))))
+
+
+def test_asymmetric_settings_named():
+    from mjx_env.config import CommandConfig, RandomizationConfig
+    assert asymmetric_settings(CFG) == []
+    # the shipped walker's randomization (Go2-Velocity-Walker's --dr-range settings)
+    walker = RandomizationConfig(enabled=True, push=True, drift_accel_range=(-1.0, 1.0),
+                                 drift_yaw_accel_range=(-1.5, 1.5), kp_scale_range=(0.75, 1.25))
+    assert asymmetric_settings(CFG.replace(randomization=walker)) == []
+    cfg = CFG.replace(command=CommandConfig(lin_vel_y_range=(0.0, 0.5), fixed=(1.0, 0.0, 0.2, 0.3, 0.0)),
+                      randomization=RandomizationConfig(enabled=True, drift_yaw_accel_range=(0.0, 1.0)))
+    assert asymmetric_settings(cfg) == ["command.lin_vel_y_range=(0.0, 0.5)", "command.fixed=(1.0, 0.0, 0.2, 0.3, 0.0)",
+                                        "randomization.drift_yaw_accel_range=(0.0, 1.0)"]
 
 
 @pytest.mark.parametrize("cfg", [CFG, LIN_VEL], ids=["48", "lin-vel-51"])
