@@ -544,10 +544,12 @@ def resolve(argv) -> tuple:
         stage_args.task = stage.task                 # what its checkpoints record
         if stage.start == "parent" and not stage_args.init_actor and not stage_args.resume and \
                 not args.from_scratch:
-            policy = registry.shipped_policy(registry.get(registry.get(stage.task).parent))
-            if not policy.is_file():
-                raise UserError(f"{stage.task} starts from {policy}, which is missing: train its parent too "
-                                "with --from-scratch, or give --init-actor PATH")
+            parent = registry.get(registry.get(stage.task).parent)
+            policy = registry.shipped_policy(parent)
+            if policy is None or not policy.is_file():
+                raise UserError(f"{stage.task} starts from {parent.name}'s policy, {policy or 'which none ships'}"
+                                f"{' is missing' if policy else ''}: train {parent.name} too with --from-scratch, "
+                                "or give --init-actor PATH")
             stage_args.init_actor = str(policy)
         out.append((stage, stage_args))
     return args, out

@@ -32,6 +32,12 @@ def printed_config(argv) -> dict:
 @pytest.mark.parametrize("name", list(registry.TASKS))
 def test_every_task_resolves_and_its_printed_config_parses_back(name, from_scratch):
     argv = ["--task", name] + ["--from-scratch"] * from_scratch
+    parent = registry.get(name).parent
+    if parent and not from_scratch and not (registry.get(parent).policy and
+                                            registry.shipped_policy(registry.get(parent)).is_file()):
+        with pytest.raises(train.UserError, match=f"train {parent} too with --from-scratch"):
+            train.resolve(argv)
+        return
     printed = printed_config(argv)
     _, stages = train.resolve(argv)
     assert printed["task"] == name and len(printed["stages"]) == len(stages)
@@ -68,7 +74,14 @@ def test_a_chain_lists_its_ancestors_first_and_resumes_later_steps():
     assert args.init_actor == str(REPO / "policies" / "go2_walk_robust_v1.pt") and args.exp_name == "Go2-Velocity-Walker"
 
 
-@pytest.mark.parametrize("name", [t.name for t in registry.TASKS.values() if t.policy])
+SHIPPED = [t.name for t in registry.TASKS.values() if t.policy and registry.shipped_policy(t).is_file()]
+
+
+def test_every_file_in_policies_has_a_task():
+    assert {p.name for p in (REPO / "policies").glob("*.pt")} == {registry.get(n).policy for n in SHIPPED}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_policy_records_the_task_that_produces_it(name):
     ckpt = torch.load(registry.shipped_policy(registry.get(name)), map_location="cpu", weights_only=False)
     _, stages = train.resolve(["--task", name])
