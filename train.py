@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="passes over each iteration's data (default 5)")
     g.add_argument("--num-mini-batches", "--num_mini_batches", dest="num_mini_batches", type=int, default=None,
                    help="mini-batches per pass (default 4)")
+    g.add_argument("--symmetry", choices=("none", "augment", "loss", "both"), default="none",
+                   help="left-right mirror symmetry (bridge/symmetry.py): augment adds the mirror image of every "
+                        "sample to PPO's mini-batches, loss adds a mirror loss on the actor's mean action, both "
+                        "does both (default none); the update then costs 2-3x")
+    g.add_argument("--mirror-loss-coeff", "--mirror_loss_coeff", dest="mirror_loss_coeff", type=float, default=1.0,
+                   help="weight of the mirror loss with --symmetry loss or both (default 1.0)")
 
     g = p.add_argument_group("logging")
     g.add_argument("--log-root", "--log_root", dest="log_root", default="logs",
@@ -347,6 +353,9 @@ def ppo_config(args, log_dir: Path) -> dict:
     for name in ("entropy_coef", "learning_rate", "num_learning_epochs", "num_mini_batches"):
         if getattr(args, name) is not None:
             train_cfg["algorithm"][name] = getattr(args, name)
+    if args.symmetry != "none":
+        from bridge.symmetry import symmetry_cfg
+        train_cfg["algorithm"]["symmetry_cfg"] = symmetry_cfg(args.symmetry, args.mirror_loss_coeff)
     if args.logger == "wandb":
         # rsl_rl's own W&B writer (TensorBoard events as well); its run files go beside the checkpoints.
         train_cfg["logger"] = {"class_name": "WandbLogWriter", "project_name": args.wandb_project}
@@ -406,6 +415,11 @@ def run(args, group: Group) -> int:
 
     cfg = task_config(args)
     model = load_go2(args.xml_path, cfg.env)          # fails early on a bad model
+    if args.symmetry != "none":
+        from mjx_env.symmetry import asymmetric_settings
+        for setting in asymmetric_settings(cfg):
+            print(f"[train] note: --symmetry {args.symmetry} with {setting}, not centred on 0: mirrored samples "
+                  "include values this task never draws", flush=True)
     log_dir = run_dir(args)
     train_cfg = ppo_config(args, log_dir)
     inputs = ActorInputs.from_flags(args)

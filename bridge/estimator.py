@@ -66,7 +66,10 @@ class EstimatorPPO(PPO):
         params = list(self._raw_actor.estimator.parameters())
         total, n = 0.0, 0
         for batch in self.storage.mini_batch_generator(self.num_mini_batches, self.num_learning_epochs):
-            loss = self.estimator_loss(batch.observations)
+            obs = batch.observations
+            if self.symmetry is not None and self.symmetry.use_data_augmentation:   # mirrored, v_y negated
+                obs, _ = self.symmetry.data_augmentation_func(env=self.symmetry.env, obs=obs, actions=None)
+            loss = self.estimator_loss(obs)
             self.estimator_optimizer.zero_grad()
             loss.backward()
             if self.is_multi_gpu:
