@@ -188,3 +188,67 @@ def test_noise_anneal_holds_then_lowers_the_std_linearly():
     assert float(std.detach()[2]) == pytest.approx(0.4)   # below the final value already: never raised
     with pytest.raises(UserError, match="scalar std"):
         NoiseAnneal(SimpleNamespace(distribution=None), 0, 10, 0.4)
+
+
+# The learning check: a task PPO improves within a few iterations on 64 envs (standing still at a
+# commanded height drawn in [0.2, 0.4] m; the walking commands take hundreds of iterations to show),
+# scored by the deterministic policy on fixed evaluation seeds, so that an unchanged policy scores
+# exactly the same: the rise is the learning alone. Measured on 64 envs after 8 iterations (mean
+# reward per env step, 64 envs x 48 steps): +0.00084, +0.00134, +0.00078, +0.00028, +0.00049 for
+# seeds 0-4 (from 0.0130-0.0140); with learning rate 0 the rise is 0.00000 (checked once, seed 0).
+LEARN_ENVS, LEARN_ITERATIONS, LEARN_EVAL_STEPS = 64, 8, 48
+MIN_REWARD_RISE = 1e-4
+
+
+def _height_task():
+    from mjx_env.config import CommandConfig, TaskConfig
+    return TaskConfig(command=CommandConfig(lin_vel_x_range=(0.0, 0.0), lin_vel_y_range=(0.0, 0.0),
+                                            ang_vel_range=(0.0, 0.0), height_range=(0.2, 0.4),
+                                            reset_height_to_nominal=False))
+
+
+def mean_reward(runner, cfg, seed=1000) -> float:
+    """Mean reward per env step of the runner's deterministic policy, from reset on fixed seeds."""
+    from bridge.vec_env import Go2VecEnv
+    from mjx_env.env import Go2Env
+    vec = Go2VecEnv(Go2Env(LEARN_ENVS, "mujoco", cfg), seed=seed)
+    policy = runner.get_inference_policy(device="cpu")
+    obs, total = vec.get_observations(), 0.0
+    with torch.inference_mode():
+        for _ in range(LEARN_EVAL_STEPS):
+            obs, rew, _, _ = vec.step(policy(obs))
+            total += float(rew.mean())
+    vec.close()
+    return total / LEARN_EVAL_STEPS
+
+
+def learning_rise(seed=0, learning_rate=1e-3) -> tuple[float, float]:
+    """(score before, score after) LEARN_ITERATIONS of PPO (train.py's settings, a fixed learning rate)."""
+    from bridge.runner import Go2Runner, ppo_train_cfg
+    from bridge.vec_env import Go2VecEnv
+    from mjx_env.env import Go2Env
+    torch.manual_seed(seed)
+    cfg = _height_task()
+    vec = Go2VecEnv(Go2Env(LEARN_ENVS, "mujoco", cfg), seed=seed)
+    train_cfg = copy.deepcopy(ppo_train_cfg())
+    train_cfg["algorithm"].update(learning_rate=learning_rate, schedule="fixed")
+    runner = Go2Runner(vec, train_cfg, log_dir=None, device="cpu")
+    before = mean_reward(runner, cfg)
+    runner.learn(LEARN_ITERATIONS, init_at_random_ep_len=True)
+    after = mean_reward(runner, cfg)
+    vec.close()
+    return before, after
+
+
+def test_ppo_raises_the_mean_reward():
+    before, after = learning_rise()
+    print(f"mean reward per step {before:.5f} -> {after:.5f} ({after - before:+.5f})")
+    assert after - before > MIN_REWARD_RISE, (before, after)
+
+
+if __name__ == "__main__":
+    # python tests/test_train.py SEED LEARNING_RATE: the learning check's figures for one seed (e.g. 0 0
+    # shows that an unchanged policy scores the same: the check fails at learning rate 0)
+    import sys
+    b, a = learning_rise(int(sys.argv[1]), float(sys.argv[2]))
+    print(f"seed {sys.argv[1]} learning rate {sys.argv[2]}: {b:.5f} -> {a:.5f} ({a - b:+.5f})")
