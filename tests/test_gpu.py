@@ -4,6 +4,7 @@ actor placement. The `gpu`-marked tests need a CUDA device seen by torch and JAX
 import collections
 import copy
 import json
+import statistics
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -226,6 +227,24 @@ def test_4096_envs_step_and_one_ppo_iteration_on_cuda0(cuda0):
     obs = vec.get_observations()
     assert obs["policy"].shape == (4096, 48) and obs["policy"].device == cuda0.torch
     assert torch.isfinite(obs["critic"]).all()
+
+
+@pytest.mark.gpu
+def test_train_py_smoke_at_4096_envs_reports_env_steps_per_s(tmp_path):
+    """train.py as a user runs it on a GPU: 4096 envs on cuda:0 (its default device there), a few PPO
+    iterations; prints the env-steps/s of the iterations after the first (compiles) for the log."""
+    import re
+    import time
+    t0 = time.perf_counter()
+    r = _run("train.py", "-B", "4096", "--max_iterations", "4", "-e", "gpu_smoke", "--log_root", tmp_path)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "device=cuda:0" in r.stdout, r.stdout[-3000:]
+    assert (tmp_path / "gpu_smoke" / "model_3.pt").is_file()
+    fps = [float(x) for x in re.findall(r"Steps per second:\s*([0-9.]+)", r.stdout)]      # rsl_rl's log
+    assert len(fps) == 4 and all(x > 0 for x in fps), r.stdout[-3000:]
+    print(f"train.py -B 4096 on cuda:0: {statistics.median(fps[1:]):,.0f} env-steps/s after the first iteration "
+          f"(first: {fps[0]:,.0f}); 4 iterations in {wall:.0f} s")
 
 
 @pytest.mark.gpu

@@ -2,6 +2,8 @@
 project's model and, sim-to-sim, on the full Menagerie model. The shipped jump policy hops on command."""
 import json
 
+import pytest
+
 from bridge.policy import SHIPPED_JUMP_POLICY, SHIPPED_POLICY, ActorInputs, load_actor, policy_inputs
 
 from conftest import REPO
@@ -10,6 +12,11 @@ ESTIMATOR_POLICY = REPO / "policies" / "go2_walk_estimator.pt"
 ROLLING_POLICY = REPO / "policies" / "go2_walk_rolling.pt"
 PROTOCOL = ["--num_envs", "16", "--episodes", "1", "--duration", "10", "--vx", "0.3", "1.0",
             "--vy", "0", "--yaw", "0", "--height", "0.3", "--seed", "0", "--no-progress"]
+# The README's protocol (64 envs x 20 s), for the claims made on it (slow).
+README_PROTOCOL = [{"16": "64", "10": "20"}.get(a, a) for a in PROTOCOL]
+# The README's claim for the walkers on the Menagerie model under 1 m/s pushes: "no falls under pushes".
+# Asserted as it is: a fall rate of exactly this (the target in docs/evaluation.md is at most 5 %).
+MENAGERIE_PUSH_FALL_RATE = 0.0
 
 
 def play(tmp_path, *extra):
@@ -43,9 +50,21 @@ def test_shipped_policy_sim_to_sim_on_menagerie(tmp_path, ref_xml):
     16 envs x 10 s (measured: no falls, 0.048, bias at most 0.009 in size, estimator 0.032); the bias
     bound is the target on Menagerie."""
     m = play(tmp_path, "--xml-path", str(ref_xml), "--push", "1.0")
-    assert m["fall_rate"] <= 1 / 16, m
+    assert m["fall_rate"] == MENAGERIE_PUSH_FALL_RATE, m
     assert m["mean_abs_vx_error"] <= 0.08 and m["max_abs_vx_bias"] <= 0.03, m
     assert m["estimator_abs_error_m_s"]["x"] <= 0.06, m
+
+
+@pytest.mark.slow
+def test_shipped_policy_has_no_falls_under_pushes_on_menagerie_in_the_readme_protocol(tmp_path, ref_xml):
+    """The README's "no falls under pushes" for policies/go2_walk.pt on its own protocol: 64 envs x 20 s,
+    a 1 m/s push every 4 s (five each): 0 of 64 fall."""
+    assert README_PROTOCOL[:2] == ["--num_envs", "64"] and README_PROTOCOL[5] == "20"
+    import play as play_cmd
+    out = tmp_path / "metrics.json"
+    assert play_cmd.main([*README_PROTOCOL, "--xml-path", str(ref_xml), "--push", "1.0", "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["fall_rate"] == MENAGERIE_PUSH_FALL_RATE, m
 
 
 def test_estimator_policy_knows_and_tracks_its_speed(tmp_path):
@@ -67,7 +86,7 @@ def test_rolling_policy_holds_pushes_on_menagerie(tmp_path, ref_xml):
     estimator policy: 15.6 % falls). Here 16 envs x 10 s, two pushes each."""
     assert policy_inputs(ROLLING_POLICY) == ActorInputs(history_length=6, estimator=True)
     m = play(tmp_path, "--checkpoint", str(ROLLING_POLICY), "--xml-path", str(ref_xml), "--push", "1.0")
-    assert m["fall_rate"] <= 1 / 16, m
+    assert m["fall_rate"] == MENAGERIE_PUSH_FALL_RATE, m
     assert m["mean_abs_vx_error"] <= 0.09 and m["max_abs_vx_bias"] <= 0.08, m
     assert m["estimator_abs_error_m_s"]["x"] <= 0.05, m
 
