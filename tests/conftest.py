@@ -89,6 +89,12 @@ LONGEST_FIRST = ("test_dynamics.py", "test_randomization.py", "test_reliability.
                  "test_bench.py", "test_tools.py", "test_shipped_policy.py", "test_jumps.py", "test_backends.py",
                  "test_gpu.py", "test_actor_inputs.py", "test_dynaflow_data.py", "test_distributed.py",
                  "test_deploy.py")
+# The slow group's (`pytest -m slow`, .ci/run's second run): the DynaFlow trainer's single test compiles
+# Φ's gradient for minutes, Warp builds its kernels, torchrun starts two ranks per test.
+LONGEST_FIRST_SLOW = ("test_train_dynaflow.py", "test_warp.py", "test_dynamics.py", "test_distributed.py",
+                      "test_tasks.py", "test_dist_failures.py", "test_reliability.py", "test_train.py",
+                      "test_randomization.py", "test_jumps.py", "test_actor_inputs.py", "test_dynaflow_data.py",
+                      "test_shipped_policy.py", "test_viewer_browser.py", "test_bench.py")
 
 
 def cuda_seen() -> tuple[bool, bool]:
@@ -133,10 +139,11 @@ def pytest_configure(config):
 
 @pytest.hookimpl(trylast=True)        # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):
-    """Longest files first (LONGEST_FIRST). `gpu`-marked tests: skipped with the reason where neither
+    """Longest files first (LONGEST_FIRST, or LONGEST_FIRST_SLOW for `pytest -m slow`). `gpu`-marked tests: skipped with the reason where neither
     torch nor JAX sees a CUDA device; failed with the install line where only one does (a GPU test
     must not pass by skipping on a GPU machine)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    order = LONGEST_FIRST_SLOW if items and all(item.get_closest_marker("slow") for item in items) else LONGEST_FIRST
+    rank = {name: i for i, name in enumerate(order)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))      # stable: in-file order kept
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
