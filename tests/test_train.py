@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import MJX_BATCH, REPO
 from mjx_env.errors import UserError
 
-SMOKE = ["--device", "cpu", "--num_envs", "64", "--max_iterations", "3", "--exp_name", "smoke"]
+# The MJX twin (slow) trains conftest.MJX_BATCH envs: the default config at that batch is the MJX step
+# program the default group compiled (.ci/run shares the compilation cache between the groups).
+ENVS = {"mujoco": "64", "mjx": str(MJX_BATCH)}
+
+
+def smoke(backend):
+    return ["--device", "cpu", "--num_envs", ENVS[backend], "--max_iterations", "3", "--exp_name", "smoke",
+            "--backend", backend]
 
 
 def train(*args, log_root, timeout=600, env=None):
@@ -35,7 +42,7 @@ def scalar_tags(log_dir: Path) -> set:
 @pytest.fixture(scope="module", params=["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def smoke_run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"logs_{request.param}")
-    r = train(*SMOKE, "--backend", request.param, log_root=root, env={"JAX_LOG_COMPILES": "1"})
+    r = train(*smoke(request.param), log_root=root, env={"JAX_LOG_COMPILES": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     (root / "smoke" / "stderr.txt").write_text(r.stderr)
     return request.param, root / "smoke"
@@ -94,7 +101,7 @@ def test_checkpoint_acts_on_a_fresh_env(smoke_run):
 def test_resume_continues_the_count(smoke_run):
     backend, log_dir = smoke_run
     before = (log_dir / "model_2.pt").read_bytes()
-    r = train("--device", "cpu", "--num_envs", "64", "--max_iterations", "2", "--exp_name", "smoke",
+    r = train("--device", "cpu", "--num_envs", ENVS[backend], "--max_iterations", "2", "--exp_name", "smoke",
               "--backend", backend, "--resume", str(log_dir / "model_2.pt"), "--entropy-coef", "0.002",
               log_root=log_dir.parent)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -104,7 +111,7 @@ def test_resume_continues_the_count(smoke_run):
     assert torch.load(log_dir / "model_4.pt", weights_only=False)["iter"] == 4
     assert (log_dir / "model_2.pt").read_bytes() == before          # never overwritten
     # a fresh run into the same directory would overwrite: refused
-    r = train(*SMOKE, "--backend", backend, log_root=log_dir.parent)
+    r = train(*smoke(backend), log_root=log_dir.parent)
     assert r.returncode == 2 and "already holds model_4.pt" in r.stderr
 
 
