@@ -152,7 +152,7 @@ def collect(args) -> dict:
     for k in (episodes[0][5] if episodes else {}):        # the physics each episode ran with (--randomize)
         episode_arrays[f"dr_{k}"] = np.stack([e[5][k] for e in episodes]).astype(np.float32)
     meta = dict(model_path=str(go2.xml_path), model_sha256=sha256(go2.xml_path),
-                checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint),
+                checkpoint=str(checkpoint), checkpoint_sha256=sha256(checkpoint), task=loop.task() or "",
                 dt=cfg.env.dt, sim_dt=cfg.env.sim_dt, backend=args.backend,
                 configs=configs, joint_names=list(JOINT_NAMES), state_names=state_names(go2.mj_model),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), format_version=FORMAT_VERSION)
@@ -160,7 +160,7 @@ def collect(args) -> dict:
         meta["part_of"] = json.dumps(args.part_of)
     write(out, steps, episode_arrays, meta)
     return {"episodes": len(episodes), "steps": int(lengths.sum()), "falls": int(sum(e[3] for e in episodes)),
-            "seconds": time.time() - t0, "out": str(out)}
+            "seconds": time.time() - t0, "out": str(out), "task": loop.task()}
 
 
 # ---- several ranks (torchrun) and parts (array jobs) ---------------------------------------------
@@ -261,7 +261,8 @@ def main(argv=None) -> int:
         print(f"[{group}] collected {res['episodes']} episodes; rank 0 merges them into {args.out}")
     else:
         took = f" ({res['seconds']:.1f} s)" if "seconds" in res else ""
-        print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell{took}")
+        task = f", policy of task {res['task']}" if res.get("task") else ""
+        print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps, {res['falls']} fell{took}{task}")
     return 0
 
 

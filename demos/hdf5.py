@@ -18,7 +18,7 @@ Layout of the file (T steps in all, E episodes; float32 unless said):
            seed (E,) int64 (run seed), key (E, 2) uint32 (the env's PRNG key at the episode's start),
            env_index (E,) int32; with --randomize also dr_<draw> (E, ...): the episode's physics draws
            (mjx_env/randomize.py: friction, added_base_mass, base_com_offset, link_mass_scale, ...)
-  attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, dt, sim_dt, configs (JSON),
+  attrs:   model_path, model_sha256, checkpoint, checkpoint_sha256, task, dt, sim_dt, configs (JSON),
            joint_names, state_names (JSON: qpos then qvel entries), created, format_version
 Episode i is steps[start[i] : start[i] + length[i]]; its last step has done = True.
 An --out ending in .npz writes the DynaFlow layout instead (demos/npz.py), from the same arrays.

@@ -23,7 +23,7 @@ Per file: episode_lengths (E,) int64, fell (E,) bool, with --randomize dr_<draw>
 physics draws (Φ, built on the nominal model, does not replay such episodes); dt, sim_dt, substeps, action_scale, clip_actions,
 simulate_action_latency, kp, kd, torque_limits (12,), default_joint_pos (12,), joint_names (12,),
 state_names, conditioning_names, conditioning_joint_pos ("absolute"), model_path, model_sha256,
-checkpoint_sha256, backend, configs (JSON of every task config), format, format_version;
+checkpoint_sha256, backend, task (the policy's train.py --task, or ""), configs (JSON of every task config), format, format_version;
 applied_action_min, _max, _mean, _std (12,) float64: per joint (policy order), over every row of every
 episode's applied actions, the range a DynaFlow model must be able to produce (applied_action_stats).
 The applied_* keys were added to format_version 1 without a bump: they are new keys only, every
@@ -148,6 +148,7 @@ def npz_arrays(steps: dict, episodes: dict, meta: dict) -> dict:
         conditioning_joint_pos=np.str_("absolute"),
         model_path=np.str_(meta["model_path"]), model_sha256=np.str_(meta["model_sha256"]),
         checkpoint_sha256=np.str_(meta.get("checkpoint_sha256", "")), backend=np.str_(meta.get("backend", "")),
+        task=np.str_(meta.get("task", "")),                 # the train.py --task of the policy, or ""
         configs=np.str_(json.dumps(meta["configs"])),
         format=np.str_(FORMAT), format_version=np.int64(FORMAT_VERSION),
     )

@@ -80,6 +80,9 @@ def test_metadata_is_what_phi_needs(files):
     assert list(z["joint_names"]) == list(JOINT_NAMES)
     assert str(z["model_sha256"]) == hashlib.sha256(OWN_XML.read_bytes()).hexdigest()
     assert str(z["backend"]) == "mujoco" and str(z["conditioning_joint_pos"]) == "absolute"
+    # the shipped policy's task, in the NPZ, the HDF5 and its conversion alike
+    assert str(z["task"]) == "Go2-Velocity-Walker"
+    assert str(np.load(files / "converted.npz")["task"]) == "Go2-Velocity-Walker"
     names = list(z["state_names"])
     assert len(names) == 37 and names[2] == "qpos.root_z" and names[3] == "qpos.root_qw"
     assert names[7:19] == [f"qpos.{j}" for j in JOINT_NAMES] and names[25:] == [f"qvel.{j}" for j in JOINT_NAMES]
