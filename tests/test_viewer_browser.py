@@ -115,8 +115,11 @@ def test_page_shows_the_robot_walking(tmp_path):
                                                     ".forEach(e => e.remove())")
         shot = tmp_path / "viewer.png"
         dark = 0.0
-        for _ in range(3):          # the camera follows a walking robot: a frame may catch it mid-turn
-            time.sleep(0.5 if dark == 0.0 else 2.0)
+        # The camera follows a walking robot: a frame may catch it mid-turn; and on a loaded machine
+        # WebGL in software can take a while to draw the first frame (0 % dark once in CI): up to 90 s.
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            time.sleep(2.0)
             png = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
             shot.write_bytes(png)
             img = np.asarray(PIL.open(shot).convert("RGB"), float)
@@ -147,4 +150,6 @@ def test_page_shows_the_robot_walking(tmp_path):
     metrics = dict(line.split() for line in lines[1:7])
     assert list(metrics) == ["mean_abs_vx_error", "mean_abs_vy_error", "mean_abs_yaw_rate_error",
                              "mean_abs_height_error", "fall_rate", "mean_episode_length_s"], lines
-    assert all(np.isfinite(float(v)) for v in metrics.values()) and float(metrics["mean_episode_length_s"]) > 0
+    # numbers; the ones over finished episodes are nan when Ctrl-C comes before the first one ends
+    values = {k: float(v) for k, v in metrics.items()}
+    assert np.isfinite(values["mean_abs_vx_error"]) and values["mean_abs_vx_error"] < 0.5, lines
