@@ -189,28 +189,27 @@ def asymmetric_settings(cfg: TaskConfig) -> list:
     return found
 
 
+def _physics_mirror(size: int, base_adr: int, base_sign: list, joint_idx) -> Mirror:
+    """A qpos or qvel mirror: the free joint's entries signed in place, the 12 joints swapped and
+    signed at their addresses, any other entry (none on the Go2) kept."""
+    perm, sign = np.arange(size), np.ones(size, np.float32)
+    sign[base_adr:base_adr + len(base_sign)] = base_sign
+    j = joint_mirror()
+    perm[joint_idx] = joint_idx[j.perm]
+    sign[joint_idx] = j.sign
+    return Mirror(perm, sign)
+
+
 def qpos_mirror(model) -> Mirror:
     """The physics position of a Go2Model: base position (world; y negates), base quaternion
-    (w, -x, y, -z), the 12 joints swapped and signed. Other entries (none on the Go2) would keep."""
-    nq, bq = model.nq, model.base_qpos_adr
-    perm, sign = np.arange(nq), np.ones(nq, np.float32)
-    sign[bq:bq + 7] = POLAR + QUAT
-    j = joint_mirror()
-    perm[model.qpos_idx] = model.qpos_idx[j.perm]
-    sign[model.qpos_idx] = j.sign
-    return Mirror(perm, sign)
+    (w, -x, y, -z), the 12 joints swapped and signed."""
+    return _physics_mirror(model.nq, model.base_qpos_adr, POLAR + QUAT, model.qpos_idx)
 
 
 def qvel_mirror(model) -> Mirror:
     """The physics velocity: the free joint's world linear velocity (polar) and body angular
     velocity (axial; the body frame mirrors with the world's, as R -> M R M), the joints' rates."""
-    nv, bv = model.nv, model.base_qvel_adr
-    perm, sign = np.arange(nv), np.ones(nv, np.float32)
-    sign[bv:bv + 6] = POLAR + AXIAL
-    j = joint_mirror()
-    perm[model.qvel_idx] = model.qvel_idx[j.perm]
-    sign[model.qvel_idx] = j.sign
-    return Mirror(perm, sign)
+    return _physics_mirror(model.nv, model.base_qvel_adr, POLAR + AXIAL, model.qvel_idx)
 
 
 def mirror_state(state, model, maps: TaskMirror):
