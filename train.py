@@ -225,15 +225,6 @@ def task_config(args):
     return cfg
 
 
-CKPT_RE = re.compile(r"^model_(\d+)\.pt$")
-
-
-def existing_checkpoints(log_dir: Path) -> list[int]:
-    if not log_dir.is_dir():
-        return []
-    return sorted(int(m.group(1)) for f in log_dir.iterdir() if (m := CKPT_RE.match(f.name)))
-
-
 def check_log_dir(log_dir: Path) -> None:
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +356,8 @@ def ppo_config(args, log_dir: Path) -> dict:
 
 def claim_log_dir(log_dir: Path, start_it: int, resuming: bool) -> None:
     """Rank 0 only: refuse to overwrite a checkpoint, and check that the folder is writable."""
-    taken = [i for i in existing_checkpoints(log_dir) if i >= start_it]
+    from tools.registry import checkpoints
+    taken = [i for i in checkpoints(log_dir) if i >= start_it]
     if taken:
         hint = "use --resume with its last checkpoint" if not resuming else "resume from its last checkpoint"
         raise UserError(f"{log_dir} already holds model_{taken[-1]}.pt, which this run would overwrite: "
