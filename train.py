@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tracking-sigma", "--tracking_sigma", dest="tracking_sigma", type=float, default=None,
                    help="width of the velocity-tracking rewards exp(-err^2 / sigma) (default 0.25); smaller pays "
                         "for precise tracking")
+    g.add_argument("--tracking-sigma-yaw", "--tracking_sigma_yaw", dest="tracking_sigma_yaw", type=float,
+                   default=None, help="the yaw-rate term's own width (default: --tracking-sigma's)")
+    g.add_argument("--command-range", "--command_range", dest="command_ranges", action="append", default=[],
+                   metavar="FIELD=LO,HI", help="one command's sampling range (repeatable), e.g. "
+                   "lin_vel_x_range=-1.5,1.5 draws backward speeds as often as forward ones; the fields and "
+                   "their defaults: mjx_env/config.py CommandConfig")
     g.add_argument("--reward-scale", "--reward_scale", dest="reward_scales", action="append", default=[],
                    metavar="TERM=S", help="set one reward term's scale (repeatable), e.g. tracking_lin_vel=2; "
                    "the terms and their default scales: mjx_env/config.py RewardConfig")
@@ -162,19 +168,24 @@ def reward_scales(scales: tuple, given: list[str]) -> tuple:
     return tuple(rows.items())
 
 
-def dr_ranges(r, given: list[str]) -> dict:
-    """{field: (lo, hi)} from --dr-range FIELD=LO,HI items, each a range field of RandomizationConfig r."""
-    fields, out = r.ranges()[0], {}
+def parse_ranges(flag: str, what: str, fields, given: list[str]) -> dict:
+    """{field: (lo, hi)} from `flag` FIELD=LO,HI items, each one of `fields`; the last of a field wins."""
+    out = {}
     for item in given:
         name, eq, value = item.partition("=")
         if name not in fields:
-            raise UserError(f"--dr-range: unknown randomization range {name!r}; known: {', '.join(fields)}")
+            raise UserError(f"{flag}: unknown {what} range {name!r}; known: {', '.join(fields)}")
         try:
             lo, hi = (float(v) for v in value.split(","))
         except ValueError:
-            raise UserError(f"--dr-range wants FIELD=LO,HI (two numbers), got {item!r}") from None
+            raise UserError(f"{flag} wants FIELD=LO,HI (two numbers), got {item!r}") from None
         out[name] = (lo, hi)
     return out
+
+
+def dr_ranges(r, given: list[str]) -> dict:
+    """--dr-range's items: range fields of RandomizationConfig r."""
+    return parse_ranges("--dr-range", "randomization", r.ranges()[0], given)
 
 
 def task_config(args):
@@ -193,10 +204,14 @@ def task_config(args):
         if not args.tracking_sigma > 0:
             raise UserError(f"--tracking-sigma must be > 0, got {args.tracking_sigma}")
         cfg = cfg.replace(reward=dataclasses.replace(cfg.reward, tracking_sigma=args.tracking_sigma))
+    if args.tracking_sigma_yaw is not None:
+        if not args.tracking_sigma_yaw > 0:
+            raise UserError(f"--tracking-sigma-yaw must be > 0, got {args.tracking_sigma_yaw}")
+        cfg = cfg.replace(reward=dataclasses.replace(cfg.reward, tracking_sigma_yaw=args.tracking_sigma_yaw))
     if args.reward_scales:
         cfg = cfg.replace(reward=dataclasses.replace(
             cfg.reward, scales=reward_scales(cfg.reward.scales, args.reward_scales)))
-    command = {}
+    command = parse_ranges("--command-range", "command", [name for name, _ in cfg.command.ranges()], args.command_ranges)
     if args.random_resample_prob is not None:
         command["random_resample_prob"] = args.random_resample_prob
     if args.jumps:

@@ -105,6 +105,8 @@ class ObsConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     tracking_sigma: float = 0.25
+    # The yaw-rate term's own width; None: tracking_sigma, as the seed (one width for both terms).
+    tracking_sigma_yaw: float | None = None
     base_height_target: float = 0.3  # nominal height: the height command at reset
     # Scales as in the seed README; each is multiplied by dt before use.
     scales: tuple = (
@@ -126,6 +128,10 @@ class RewardConfig:
     jump_height_tolerance: float = 0.2     # achievement: |z - target| below this (m)
     jump_speed_gain: float = 0.2           # jump_speed = gain exp(v_z)
     jump_speed_vz_cap: float = 10.0        # v_z above this (m/s) counts as this (keeps exp finite)
+
+    @property
+    def yaw_sigma(self) -> float:
+        return self.tracking_sigma if self.tracking_sigma_yaw is None else self.tracking_sigma_yaw
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,9 @@ class TaskConfig:
             lo, hi = lo_hi
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                 raise ConfigError(f"command.{name} must be a finite (low, high) with low <= high, got {lo_hi}")
+        for name, v in (("tracking_sigma", r.tracking_sigma), ("tracking_sigma_yaw", r.yaw_sigma)):
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"reward.{name} must be a positive finite number, got {v}")
         for name, v in r.scales + r.jump_scales:
             if not math.isfinite(v):
                 raise ConfigError(f"reward scale {name} must be finite, got {v}")

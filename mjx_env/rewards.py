@@ -32,7 +32,7 @@ def tracking_lin_vel(q, cfg):
 
 
 def tracking_ang_vel(q, cfg):
-    return jnp.exp(-jnp.square(q["commands"][2] - q["ang_vel"][2]) / cfg.reward.tracking_sigma)
+    return jnp.exp(-jnp.square(q["commands"][2] - q["ang_vel"][2]) / cfg.reward.yaw_sigma)
 
 
 def lin_vel_z(q, cfg):

@@ -259,3 +259,24 @@ def test_dr_range_flag_sets_one_range(capsys):
         assert train.main(bad + ["--device", "cpu"]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+
+
+def test_command_range_and_yaw_width_flags(capsys):
+    """--command-range FIELD=LO,HI replaces one CommandConfig range and nothing else; --tracking-sigma-yaw
+    gives the yaw term its own width and leaves the linear one. Bad values are refused in one line."""
+    import train
+    from mjx_env.config import CommandConfig, RewardConfig
+    cfg = train.task_config(train.parse_args(["--command-range", "lin_vel_x_range=-1.5,1.5",
+                                              "--tracking-sigma", "0.05", "--tracking-sigma-yaw", "0.1"]))
+    assert cfg.command == dataclasses.replace(CommandConfig(), lin_vel_x_range=(-1.5, 1.5))
+    assert cfg.reward == dataclasses.replace(RewardConfig(), tracking_sigma=0.05, tracking_sigma_yaw=0.1)
+    assert (cfg.reward.tracking_sigma, cfg.reward.yaw_sigma) == (0.05, 0.1)
+    # without the flag the yaw term keeps the shared width, as the seed's one width
+    assert train.task_config(train.parse_args(["--tracking-sigma", "0.05"])).reward.yaw_sigma == 0.05
+    for bad, words in ((["--command-range", "vx_range=-1,1"], "unknown command range 'vx_range'"),
+                       (["--command-range", "lin_vel_x_range=1"], "FIELD=LO,HI (two numbers)"),
+                       (["--command-range", "ang_vel_range=0.6,-0.6"], "low <= high"),
+                       (["--tracking-sigma-yaw", "0"], "--tracking-sigma-yaw must be > 0")):
+        assert train.main(bad + ["--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err

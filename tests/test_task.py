@@ -2,6 +2,7 @@
 
 Each test builds states by hand and checks against numbers computed here, not by the task.
 """
+import dataclasses
 import math
 
 import jax
@@ -10,7 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from mjx_env.config import JOINT_NAMES, CommandConfig, EnvConfig, TaskConfig
+from mjx_env.config import JOINT_NAMES, CommandConfig, EnvConfig, RewardConfig, TaskConfig
 from mjx_env.env import Go2Env
 from mjx_env.errors import UserError
 from mjx_env.model import load_go2
@@ -185,6 +186,33 @@ def test_reward_terms_by_hand(task):
         np.testing.assert_allclose(float(new.reward_terms[k]), v, rtol=1e-4, err_msg=k)
     np.testing.assert_allclose(float(new.reward), sum(expected.values()), rtol=1e-4)
     np.testing.assert_allclose(float(new.episode_sums["base_height"]), expected["base_height"], rtol=1e-4)
+
+
+def test_yaw_term_has_its_own_width_when_set():
+    """RewardConfig.tracking_sigma_yaw: the yaw term exp(-0.2^2 / 0.1) by hand, the linear term still
+    exp(-(0.3^2 + 0.1^2) / 0.25): the same state as test_reward_terms_by_hand."""
+    cfg = TaskConfig().replace(reward=dataclasses.replace(RewardConfig(), tracking_sigma_yaw=0.1))
+    task = Go2Task(load_go2(OWN_XML, cfg.env), cfg)
+    qpos = make_qpos(task, z=0.25)
+    qvel = np.zeros(task.nv, np.float32)
+    qvel[0:3] = [0.7, 0.1, 0.0]
+    qvel[3:6] = [0.0, 0.0, 0.3]
+    state = task.reset(jax.random.PRNGKey(0)).replace(commands=jnp.array([1.0, 0.0, 0.5, 0.3, 0.0]))
+    new = task.after_physics(state, jnp.zeros(12), jnp.bool_(False), qpos, jnp.asarray(qvel))
+    dt = cfg.env.dt
+    np.testing.assert_allclose(float(new.reward_terms["tracking_ang_vel"]), 0.2 * dt * math.exp(-0.04 / 0.1), rtol=1e-4)
+    np.testing.assert_allclose(float(new.reward_terms["tracking_lin_vel"]), dt * math.exp(-0.1 / 0.25), rtol=1e-4)
+
+
+def test_a_symmetric_forward_range_draws_backward_as_often():
+    """--command-range lin_vel_x_range=-1.5,1.5: half the v_x commands are backward (the default
+    (-1, 2) draws a third), every draw inside the range."""
+    for lo_hi, share in (((-1.5, 1.5), 0.5), ((-1.0, 2.0), 1 / 3)):
+        cfg = TaskConfig().replace(command=dataclasses.replace(CommandConfig(), lin_vel_x_range=lo_hi))
+        task = Go2Task(load_go2(OWN_XML, cfg.env), cfg)
+        vx = np.asarray(jax.vmap(task.sample_commands)(jax.random.split(jax.random.PRNGKey(1), 20000)))[:, 0]
+        assert vx.min() >= lo_hi[0] - 1e-6 and vx.max() <= lo_hi[1] + 1e-6
+        assert abs(np.mean(vx < 0) - share) < 0.015, (lo_hi, np.mean(vx < 0))
 
 
 def test_penalties_pause_in_a_jump_window(task):
