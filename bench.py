@@ -400,7 +400,8 @@ def bench_phi(args, devices) -> list:
     Compile times, side by side: "cold" compiles into a fresh persistent compilation cache (what the
     first run on a machine pays: Φ turns the cache on by default), "cached" compiles the same programs
     again after jax.clear_caches() (what every later process pays: loaded from the cache). The cached
-    programs' values and gradients are checked equal to the cold ones, bit for bit.
+    programs' values and gradients are checked equal to the cold ones, bit for bit. With --phi-cache
+    warm the first compile uses the cache as it is (a later run's figure, or a machine's first).
     """
     import resource
     import tempfile
@@ -415,9 +416,11 @@ def bench_phi(args, devices) -> list:
     from mjx_env.dynamics import Go2Dynamics
     from mjx_env.env import Go2Env
 
-    cache_dir = tempfile.mkdtemp(prefix="phi_cache_")          # cold: nothing cached yet
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    compilation_cache.reset_cache()
+    cache_dir = None
+    if args.phi_cache == "cold":
+        cache_dir = tempfile.mkdtemp(prefix="phi_cache_")          # cold: nothing cached yet
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        compilation_cache.reset_cache()
     cfg = TaskConfig()
     dyn = Go2Dynamics(cfg=cfg, device=devices.jax, remat=args.phi_remat)
     # Standing robots (settled for 25 steps) with small random actions: feet stay in contact.
@@ -469,7 +472,7 @@ def bench_phi(args, devices) -> list:
                 secs[name].append(measure(layers[name].fn, layers[name].sync, args.seconds,
                                           warmup=False, min_reps=1))
             ratio = summary([b / f for f, b in zip(secs["forward"], secs["forward_backward"])])
-            r = {"B": B, "H": H, "remat": dyn.remat, "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
+            r = {"B": B, "H": H, "remat": dyn.remat, "phi_cache": args.phi_cache, "compile_s": {"forward": t1 - t0, "forward_backward": t2 - t1},
                  "compile_cached_s": {"forward": t4 - t3, "forward_backward": t5 - t4},
                  "cached_values_and_gradients_equal": same,
                  "ratio_fwd_bwd_to_fwd": ratio["median"], "ratio_min": ratio["min"], "ratio_max": ratio["max"],
@@ -483,8 +486,9 @@ def bench_phi(args, devices) -> list:
             out.append(r)
             print(phi_table([r]), flush=True)
     env.close()
-    import shutil
-    shutil.rmtree(cache_dir, ignore_errors=True)
+    if cache_dir is not None:
+        import shutil
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return out
 
 
@@ -500,7 +504,8 @@ def phi_table(results) -> str:
                     f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]; XLA memory fwd {mb(m['forward'])}, "
                     f"vjp {mb(m['forward_backward_vjp'])}, pullback {mb(m['forward_backward_pullback'])}; "
                     f"peak RSS {r['peak_rss_mb_so_far']:,.0f} MB; compile {r['compile_s']['forward']:.0f} s + "
-                    f"{r['compile_s']['forward_backward']:.0f} s cold, {r['compile_cached_s']['forward']:.1f} s + "
+                    f"{r['compile_s']['forward_backward']:.0f} s {r.get('phi_cache', 'cold')}, "
+                    f"{r['compile_cached_s']['forward']:.1f} s + "
                     f"{r['compile_cached_s']['forward_backward']:.1f} s cached (values and gradients "
                     f"{'equal' if r['cached_values_and_gradients_equal'] else 'DIFFER'})")
     return "\n".join(rows)
@@ -561,6 +566,9 @@ def main(argv=None) -> int:
     p.add_argument("--phi", action="store_true", help="benchmark the differentiable rollout Φ instead")
     p.add_argument("--phi-batch", type=int, nargs="+", default=[128, 1024], help="Φ windows per call (B)")
     p.add_argument("--phi-horizon", type=int, nargs="+", default=[16, 32], help="Φ window lengths (H)")
+    p.add_argument("--phi-cache", choices=("cold", "warm"), default="cold",
+                   help="Φ's first compile: cold (default), into a fresh compilation cache, as a machine's first "
+                        "run; warm, with the cache as it is (Φ's own, or $JAX_COMPILATION_CACHE_DIR), as a later run")
     p.add_argument("--phi-remat", action="store_true",
                    help="Φ with remat=True: each control step recomputed in the backward pass (less memory, "
                         "a slower compile)")

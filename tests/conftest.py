@@ -86,17 +86,18 @@ def pytest_xdist_auto_num_workers(config):
 # Workers take whole files in collection order (pyproject: --dist loadfile --no-loadscope-reorder),
 # so the long ones start early and no worker is left running one alone at the end; the rest follow
 # in name order. A stale list costs only balance, never a test.
-LONGEST_FIRST = ("test_bench.py", "test_dynamics.py", "test_randomization.py", "test_reliability.py", "test_train.py",
-                 "test_recover_actions.py", "test_tools.py", "test_shipped_policy.py", "test_jumps.py",
+LONGEST_FIRST = ("test_dynamics.py", "test_recover_actions.py", "test_bench.py", "test_reliability.py", "test_train.py",
+                 "test_randomization.py", "test_tools.py", "test_shipped_policy.py", "test_jumps.py",
                  "test_backends.py", "test_gpu.py", "test_actor_inputs.py", "test_dynaflow_data.py",
                  "test_distributed.py", "test_deploy.py", "test_tasks.py", "test_video_gl.py", "test_ci_setup.py")
-# The slow group's (`pytest -m slow`, .ci/run's second run): the DynaFlow trainer's single test compiles
-# Φ's gradient for minutes, the README tour runs every command, Warp builds its kernels, torchrun
+# The slow group's (`pytest -m slow`, .ci/run's second run): the DynaFlow trainer's single test and
+# bench.py --phi's cold run compile Φ's gradient for minutes, the README tour runs every command, Warp builds its kernels, torchrun
 # starts two ranks per test.
-LONGEST_FIRST_SLOW = ("test_train_dynaflow.py", "test_commands.py", "test_warp.py", "test_dynamics.py", "test_distributed.py",
-                      "test_tasks.py", "test_dist_failures.py", "test_reliability.py", "test_train.py",
-                      "test_randomization.py", "test_jumps.py", "test_actor_inputs.py", "test_dynaflow_data.py",
-                      "test_shipped_policy.py", "test_viewer_browser.py", "test_bench.py")
+LONGEST_FIRST_SLOW = ("test_train_dynaflow.py", "test_commands.py", "test_warp.py", "test_dynamics.py", "test_bench.py",
+                      "test_distributed.py", "test_tasks.py", "test_dist_failures.py", "test_reliability.py",
+                      "test_train.py", "test_randomization.py", "test_jumps.py", "test_actor_inputs.py",
+                      "test_dynaflow_data.py", "test_shipped_policy.py", "test_viewer_browser.py", "test_symmetry.py",
+                      "test_logger.py")
 
 
 def cuda_seen() -> tuple[bool, bool]:

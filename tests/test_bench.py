@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import MJX_BATCH, REPO
+from phi_report import check_phi_report, run_bench_phi
 
 REPEATS = 3
 
@@ -146,28 +147,11 @@ def test_randomize_adds_the_cost_attribution_layers(tmp_path):
             [x / y for x, y in zip(S[f"env_mujoco_{tag}"], S["env_mujoco"])])
 
 
-def test_phi_report_has_every_figure_finite(tmp_path):
-    """bench.py --phi at the smallest window (B = 1, H = 1): Φ's forward and forward+backward programs,
-    compiled cold and from the cache, timed in interleaved rounds; every figure of the report is there
-    and finite, and the cached programs give the cold ones' values and gradients bit for bit."""
-    import math
-    out = tmp_path / "phi.json"
-    r = subprocess.run([sys.executable, str(REPO / "bench.py"), "--device", "cpu", "--phi", "--phi-batch", "1",
-                        "--phi-horizon", "1", "--seconds", "0", "--repeats", "2", "--json", str(out)],
-                       cwd=REPO, capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "phi B=1     H=1" in r.stdout and "(values and gradients equal)" in r.stdout, r.stdout
-    report = json.loads(out.read_text())
-    assert "results" not in report or report["results"] == []        # --phi measures Φ alone
-    [phi] = report["phi"]
-    assert (phi["B"], phi["H"], phi["remat"], phi["cached_values_and_gradients_equal"]) == (1, 1, False, True)
-    for name in ("forward", "forward_backward"):
-        f = phi[name]
-        assert len(f["samples"]) == 2 and all(s > 0 and math.isfinite(s) for s in f["samples"])
-        assert f["s"] == pytest.approx(statistics.median(f["samples"]))
-        assert f["windows_per_s"] == pytest.approx(1 / f["s"]) and f["control_steps_per_s"] == pytest.approx(1 / f["s"])
-        assert phi["compile_s"][name] > 0 and phi["compile_cached_s"][name] > 0
-    ratios = [b / f for f, b in zip(phi["forward"]["samples"], phi["forward_backward"]["samples"])]
-    assert phi["ratio_fwd_bwd_to_fwd"] == pytest.approx(statistics.median(ratios))
-    assert (phi["ratio_min"], phi["ratio_max"]) == pytest.approx((min(ratios), max(ratios)))
-    assert all(v is None or v > 0 for v in phi["memory_bytes"].values()) and phi["peak_rss_mb_so_far"] > 0
+@pytest.mark.slow
+def test_phi_report_cold_has_every_figure_finite(tmp_path):
+    """bench.py --phi at the smallest window (B = 1, H = 1) from a cold cache: Φ's forward and
+    forward+backward programs compiled into a fresh cache, then from it, timed in interleaved rounds;
+    every figure there and finite, the cached programs' values and gradients equal to the cold ones.
+    (Two cold compiles of Φ, minutes on a 2-core CPU: the default group runs bench.py --phi warm, on
+    the programs test_dynamics.py compiled.)"""
+    check_phi_report(run_bench_phi(tmp_path / "phi.json", 1, 1, "cold"), 1, 1, "cold")

@@ -154,6 +154,7 @@ def test_signal_to_one_rank_stops_all_after_the_same_iteration(run):
     assert all(torch.equal(ckpt["actor_state_dict"][n], last[n]) for n in last)
 
 
+@pytest.mark.slow   # the default group's torchrun launch is the two-rank collection below
 def test_bad_flag_on_one_rank_stops_all_with_one_line(tmp_path):
     r = torchrun(tmp_path, "train", *TRAIN, "--max_iterations", "2", "--log_root", str(tmp_path / "logs"),
                  env={"DIST_TEST_EXTRA_RANK1": "--num_envs 0"})

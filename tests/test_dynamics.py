@@ -170,6 +170,17 @@ def test_vjp_agrees_with_recorded_finite_differences(dyn):
     check_vjp_against_differences(dyn, np.load(FD_FILE))
 
 
+def test_bench_phi_report_on_this_modules_programs(tmp_path):
+    """bench.py --phi --phi-cache warm at this module's (B, H): Φ's forward, VJP and pullback programs
+    come from the run's compilation cache, where the tests above put them (pytest keeps a file's
+    order), so the report costs no compile of its own. Every figure there and finite; the programs
+    loaded again after jax.clear_caches() give the same values and gradients. (The cold compile is
+    test_bench.py's, in the slow group.)"""
+    from phi_report import check_phi_report, run_bench_phi
+    report = run_bench_phi(tmp_path / "phi.json", B, H, "warm")
+    check_phi_report(report, B, H, "warm")
+
+
 # Forward mode compiles a program of its own (a minute and more on a 2-core CPU): the recorded
 # differences above check the VJP in the default run.
 @pytest.mark.slow

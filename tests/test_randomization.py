@@ -222,7 +222,8 @@ def test_observation_noise_bounded_and_policy_only():
     clean.close()
 
 
-@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+# MJX's twin in the slow group (the default group's golden digest covers MJX's default env)
+@pytest.mark.parametrize("backend", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def test_off_is_bit_identical_to_before(default_digests, backend):
     """Golden (recorded on a known machine): with every option off (randomization, jumps, the actor
     inputs), the env reproduces bit for bit the rollout digest recorded with the code from before

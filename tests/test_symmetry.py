@@ -251,7 +251,8 @@ BOUNDS = {"qpos": 1e-4, "qvel": 1e-2, "last_action": 1e-6, "obs": 1e-3, "obs_his
           "reward": 1e-3, "lin_vel": 1e-3, "ang_vel": 1e-2, "height": 1e-4, "free qpos": 3e-4, "free qvel": 2e-2}
 
 
-@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+# MJX's twin in the slow group: MJX's step is the same physics as C MuJoCo's (test_backends.py's parity)
+@pytest.mark.parametrize("backend", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def test_mirrored_state_steps_to_the_mirrored_step(backend):
     # conftest's shared MJX env (the default config, MJX_BATCH envs): one compile for the run
     env = Go2Env(N, backend, CFG)

@@ -98,6 +98,7 @@ def test_checkpoint_acts_on_a_fresh_env(smoke_run):
     vec.close()
 
 
+@pytest.mark.slow   # the default group resumes in test_reliability.py's signal test
 def test_resume_continues_the_count(smoke_run):
     backend, log_dir = smoke_run
     before = (log_dir / "model_2.pt").read_bytes()
