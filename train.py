@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="the yaw-rate term's own width (default: --tracking-sigma's)")
     g.add_argument("--command-range", "--command_range", dest="command_ranges", action="append", default=[],
                    metavar="FIELD=LO,HI", help="one command's sampling range (repeatable), e.g. "
-                   "lin_vel_x_range=-1.5,1.5 draws backward speeds as often as forward ones; the fields and "
-                   "their defaults: mjx_env/config.py CommandConfig")
+                   "lin_vel_x_range=-2,2 draws backward speeds as often as forward ones. The velocity ranges are "
+                   "halved at the nominal height (the height command scales them), so -2,2 commands +-1 m/s "
+                   "there; the fields and their defaults: mjx_env/config.py CommandConfig")
     g.add_argument("--reward-scale", "--reward_scale", dest="reward_scales", action="append", default=[],
                    metavar="TERM=S", help="set one reward term's scale (repeatable), e.g. tracking_lin_vel=2; "
                    "the terms and their default scales: mjx_env/config.py RewardConfig")
