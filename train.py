@@ -189,6 +189,18 @@ def dr_ranges(r, given: list[str]) -> dict:
     return parse_ranges("--dr-range", "randomization", r.ranges()[0], given)
 
 
+def command_notes(args, cfg) -> list:
+    """With --command-range: the velocity spans at the nominal height, where the height command halves
+    them (a range narrowed to the protocols' speeds leaves them out there)."""
+    c = cfg.command
+    if not args.command_ranges or not c.height_scales_velocity or c.fixed is not None:
+        return []
+    k = c.velocity_scale(c.nominal_height)
+    spans = ", ".join(f"{name.removesuffix('_range')} {lo * k:g}..{hi * k:g}" for name, (lo, hi) in c.ranges()[:3])
+    return [f"[train] note: the height command scales the velocity commands by {k:g} at the nominal height "
+            f"{c.nominal_height:g} m; there they span {spans}"]
+
+
 def task_config(args):
     """The TaskConfig a run trains on: the default, with the options given."""
     from mjx_env.config import TaskConfig
@@ -428,6 +440,8 @@ def run(args, group: Group) -> int:
         for setting in asymmetric_settings(cfg):
             print(f"[train] note: --symmetry {args.symmetry} with {setting}, not centred on 0: mirrored samples "
                   "include values this task never draws", flush=True)
+    for note in command_notes(args, cfg):
+        print(note, flush=True)
     log_dir = run_dir(args)
     train_cfg = ppo_config(args, log_dir)
     inputs = ActorInputs.from_flags(args)

@@ -163,6 +163,12 @@ class CommandConfig:
     def resample_every(self, dt: float) -> int:
         return int(round(self.resampling_time_s / dt))
 
+    def velocity_scale(self, height):
+        """The factor on the drawn velocity commands at this height command (height_scales_velocity):
+        0.5 at the nominal height, 1 at the height range's top. Floats or JAX arrays."""
+        span = max(self.height_range[1] - self.nominal_height, 1e-6)
+        return 0.5 + 0.5 * abs(height - self.nominal_height) / span
+
     def ranges(self) -> tuple:
         """(field, (low, high)) of each command, in the command vector's order."""
         return tuple((f, getattr(self, f)) for f in

@@ -49,8 +49,7 @@ class Go2Task:
         u = jax.random.uniform(key, (4,), minval=lo, maxval=hi)
         if c.height_scales_velocity:
             # Velocity commands shrink near the nominal height (x0.5 there, x1 at the range's top).
-            span = max(c.height_range[1] - c.nominal_height, 1e-6)
-            u = u.at[:3].multiply(0.5 + 0.5 * jnp.abs(u[3] - c.nominal_height) / span)
+            u = u.at[:3].multiply(c.velocity_scale(u[3]))
         return jnp.concatenate([u, jnp.zeros(1)])
 
     # ---- derived quantities -------------------------------------------------------------------

@@ -280,3 +280,32 @@ def test_command_range_and_yaw_width_flags(capsys):
         assert train.main(bad + ["--device", "cpu"]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+
+
+def test_command_range_note_gives_the_spans_at_the_nominal_height():
+    """The height command scales the drawn velocity commands by 0.5 + 0.5 |h - 0.3| / 0.1: x0.5 at the
+    nominal 0.3 m. train.py's note says where --command-range's ranges end up there: (-1.25, 1.25)
+    reaches only +-0.625 m/s (the lever runs whose policies fell at the protocols' 0.7-1.0 m/s), and
+    the sampler's draws near 0.3 m stay inside the note's spans."""
+    import train
+    from mjx_env.model import load_go2
+    from mjx_env.task import Go2Task
+    c = CommandConfig()
+    assert c.velocity_scale(0.3) == 0.5
+    assert c.velocity_scale(0.4) == pytest.approx(1.0) and c.velocity_scale(0.2) == pytest.approx(1.0)
+    assert c.velocity_scale(0.35) == pytest.approx(0.75)
+    args = train.parse_args(["--command-range", "lin_vel_x_range=-1.25,1.25"])
+    cfg = train.task_config(args)
+    assert train.command_notes(args, cfg) == [
+        "[train] note: the height command scales the velocity commands by 0.5 at the nominal height 0.3 m; "
+        "there they span lin_vel_x -0.625..0.625, lin_vel_y -0.25..0.25, ang_vel -0.3..0.3"]
+    task = Go2Task(load_go2(None, cfg.env), cfg)
+    cmds = np.asarray(jax.vmap(task.sample_commands)(jax.random.split(jax.random.PRNGKey(2), 20000)))
+    near = np.abs(cmds[:, 3] - 0.3) < 0.002                      # scale within 0.01 of 0.5
+    assert near.sum() > 100 and np.abs(cmds[near, 0]).max() <= 0.625 * 1.02
+    assert np.abs(cmds[near, 0]).max() > 0.55                     # and they reach it
+    # no note without the flag (the defaults are the reference's), nor with the scaling off
+    plain = train.parse_args([])
+    assert train.command_notes(plain, train.task_config(plain)) == []
+    off = cfg.replace(command=dataclasses.replace(cfg.command, height_scales_velocity=False))
+    assert train.command_notes(args, off) == []
