@@ -19,6 +19,7 @@ import io
 import os
 import socket
 import sys
+import time
 import traceback
 
 from mjx_env.errors import UserError, first_line
@@ -82,6 +83,11 @@ def process_ended(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (OSError, IndexError):
         return True
+
+
+# A killed process closes its sockets before the kernel marks it a zombie, so a peer can see the
+# closed connection while the dying rank still looks alive in /proc: look again for this long.
+EXIT_GRACE_S = 2.0
 
 
 class Stopped(Exception):
@@ -280,6 +286,10 @@ class Group:
             return 1
         if lost:
             what, remote = self.culprits()
+            deadline = time.monotonic() + EXIT_GRACE_S
+            while what is None and time.monotonic() < deadline:     # a peer may still be exiting
+                time.sleep(0.05)
+                what, remote = self.culprits()
             if what is None and isinstance(exc, Stopped):
                 what = f"rank {self.rank} of {self.world_size} {exc}"
             elif what is None and any(s in str(exc).lower() for s in ("timed out", "timeout")):

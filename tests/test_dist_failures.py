@@ -138,6 +138,38 @@ def test_remembered_iteration_is_a_copy_that_saves_as_a_checkpoint(tmp_path):
     assert all(torch.equal(state[i]["exp_avg"], m) for i, m in enumerate(moments))
 
 
+class FakeGroup:
+    """bridge.distributed.Group as rank 0 of 2 after the ranks started, its store a dict."""
+
+    def __new__(cls, store: dict):
+        from bridge.distributed import Group
+
+        class Started(Group):
+            started = True
+            _store_get = staticmethod(store.get)
+            _store_set = staticmethod(store.__setitem__)
+        return Started(0, 0, 2)
+
+
+def test_a_peer_still_exiting_is_named_once_it_has_ended(capsys):
+    """A killed rank closes its sockets before it becomes a zombie, so rank 0 may learn of the loss
+    while the process still runs: rank 0 looks again for a moment and names it (the race CI hit)."""
+    import subprocess
+    import sys
+    from bridge.distributed import EXIT_GRACE_S, pid_space
+    loss = RuntimeError("[gloo] Connection closed by peer")
+    for lives_s, said in ((EXIT_GRACE_S / 4, "rank 1 of 2 died"), (3 * EXIT_GRACE_S, "another rank is gone")):
+        peer = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({lives_s})"])
+        try:
+            store = {"go2/proc/1": f"{pid_space()} {peer.pid}"}
+            assert FakeGroup(store).fail("collect.py", loss) == 1
+            assert capsys.readouterr().err == f"collect.py: error: {said}\n"
+            assert "go2/lost/0" in store
+        finally:
+            peer.kill()
+            peer.wait()
+
+
 # ---- collection ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_collection_keeps_the_parts_written_and_merge_names_the_missing_one(tmp_path, capsys):
