@@ -10,6 +10,7 @@ import torch
 from rsl_rl.runners import OnPolicyRunner
 from rsl_rl.utils.logger import Logger
 
+from bridge.symmetry import lean
 from mjx_env.errors import UserError, first_line
 from mjx_env.files import atomic_write
 
@@ -99,6 +100,7 @@ class Go2Runner(OnPolicyRunner):
     def __init__(self, env, train_cfg: dict, log_dir: str | None = None, device: str = "cpu", actor_inputs=None,
                  recipe: dict | None = None):
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
+        self.alg.symmetry = lean(self.alg.symmetry)     # the mirror loss at one actor pass fewer
         self.actor_inputs = actor_inputs      # bridge.policy.ActorInputs, recorded in every checkpoint
         self.recipe = recipe                  # {"task": name or None, "flags": train.py's settings}, recorded too
         self.logger = DeviceLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from bridge.symmetry import AUGMENT, MODES, mirror, mirror_augment, symmetry_cfg
+from bridge.symmetry import AUGMENT, MODES, LeanMirrorLoss, lean, mirror, mirror_augment, symmetry_cfg
 from conftest import MJX_BATCH as N
 from mjx_env.config import JOINT_NAMES, EnvConfig, TaskConfig
 from mjx_env.env import Go2Env
@@ -333,6 +333,63 @@ def test_symmetry_cfg_modes_and_rsl_rl_mirror_loss():
     assert batch.observations.batch_size[0] == 2 * B and batch.values.shape == (2 * B, 1)
     assert float(ext.compute_loss(equivariant, batch, B).detach()) < 1e-10
     assert float(ext.compute_loss(plain, batch, B).detach()) > 1e-3
+
+
+def test_lean_mirror_loss_equals_rsl_rls_at_one_pass_fewer():
+    """LeanMirrorLoss against rsl_rl's own compute_loss, on the shipped walker's layout (6 frames, an
+    estimator): the same loss and the same gradient of every actor parameter; the actor runs with a
+    graph on the B mirrored rows only (rsl_rl's: on 2B rows); and Go2Runner puts it in place for
+    --symmetry loss only."""
+    from rsl_rl.extensions.symmetry import Symmetry
+    from bridge.estimator import EstimatorModel
+    env, B = FakeVecEnv(HISTORY), 64
+    g = torch.Generator().manual_seed(1)
+    obs = TensorDict({"policy": torch.randn(B, 288, generator=g), "critic": torch.randn(B, 52, generator=g),
+                      "lin_vel": torch.randn(B, 3, generator=g)}, batch_size=[B])
+    torch.manual_seed(0)
+    actor = EstimatorModel(obs, {"actor": ["policy"]}, "actor", 12, hidden_dims=[32, 16], activation="elu",
+                           estimator_hidden_dims=(16,),
+                           distribution_cfg={"class_name": "GaussianDistribution", "init_std": 1.0})
+    rows_with_graph = []
+    actor.register_forward_hook(lambda m, args, out: rows_with_graph.append(out.shape[0]) if out.requires_grad else None)
+
+    class Batch:
+        observations = obs
+
+    def loss_and_grads(ext):
+        actor.zero_grad()
+        rows_with_graph.clear()
+        loss = ext.compute_loss(actor, Batch(), B)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in actor.named_parameters() if p.grad is not None}
+        return float(loss), grads, list(rows_with_graph)
+
+    upstream = Symmetry(env=env, **symmetry_cfg("loss"))
+    ours = lean(upstream)
+    assert type(ours) is LeanMirrorLoss and ours.mirror_loss_coeff == upstream.mirror_loss_coeff
+    loss_up, grads_up, rows_up = loss_and_grads(upstream)
+    loss_ours, grads_ours, rows_ours = loss_and_grads(ours)
+    assert loss_up > 1e-3 and loss_ours == pytest.approx(loss_up, rel=1e-6)
+    assert grads_ours.keys() == grads_up.keys() == {n for n, _ in actor.named_parameters() if n.startswith("mlp.")}
+    for n, a in grads_up.items():
+        torch.testing.assert_close(grads_ours[n], a, rtol=1e-5, atol=1e-7)
+    assert rows_up == [2 * B] and rows_ours == [B]
+    # augmentation ("augment", "both") and no symmetry stay rsl_rl's
+    for mode in ("augment", "both"):
+        ext = Symmetry(env=env, **symmetry_cfg(mode))
+        assert lean(ext) is ext
+    assert lean(None) is None
+    # what train.py builds for --symmetry loss
+    from bridge.runner import Go2Runner, ppo_train_cfg
+    from bridge.vec_env import Go2VecEnv
+    go2 = Go2Env(2, "mujoco")
+    try:
+        for mode, kind in (("loss", LeanMirrorLoss), ("augment", Symmetry)):
+            cfg = ppo_train_cfg()
+            cfg["algorithm"]["symmetry_cfg"] = symmetry_cfg(mode)
+            assert type(Go2Runner(Go2VecEnv(go2), cfg, device="cpu").alg.symmetry) is kind
+    finally:
+        go2.close()
 
 
 def test_shipped_policy_asymmetry_reported():
