@@ -91,6 +91,14 @@ register("Go2-Velocity-Walker-Short", "the shipped walker's settings over the sh
          "3 epochs; --from-scratch trains both in one command",
          dict(TASKS["Go2-Velocity-Walker"].flags, max_iterations=300, num_learning_epochs=3),
          parent="Go2-Velocity-Robust-Short", policy="go2_walk_short.pt")
+# The same chain with the left-right mirror loss in both stages and a narrower width (0.02) for the
+# walker stage's speed term alone (its yaw term keeps 0.05: 0.02 for both made it fall on Menagerie).
+register("Go2-Velocity-Robust-Mirror", "Go2-Velocity-Robust-Short with the left-right mirror loss",
+         dict(TASKS["Go2-Velocity-Robust-Short"].flags, symmetry="loss"))
+register("Go2-Velocity-Walker-Mirror", "Go2-Velocity-Walker-Short with the mirror loss and a speed tracking width "
+         "of 0.02; --from-scratch trains both stages in one command",
+         dict(TASKS["Go2-Velocity-Walker-Short"].flags, symmetry="loss", tracking_sigma=0.02, tracking_sigma_yaw=0.05),
+         parent="Go2-Velocity-Robust-Mirror", policy="go2_walk_mirror.pt")
 register("Go2-Jump", "the reference's jump task: walks and hops on command (3 steps from the robust walker)",
          dict(num_envs=1024, max_iterations=300, seed=1, jumps=True), parent="Go2-Velocity-Robust",
          then=(dict(max_iterations=701), dict(max_iterations=200, seed=2, entropy_coef=0.0)),
