@@ -262,6 +262,18 @@ class Group:
             return "; ".join(f"rank {r} of {self.world_size} died" for r in gone), remote
         return None, remote
 
+    def _silent_local_peers(self) -> bool:
+        """Is a rank of this node still running without having posted that it failed or lost a peer?"""
+        here = pid_space()
+        for r in range(self.world_size):
+            proc = self._store_get(f"go2/proc/{r}") if r != self.rank else None
+            if proc is None or proc.rsplit(" ", 1)[0] != here:
+                continue
+            if (not process_ended(int(proc.rsplit(" ", 1)[1])) and self._store_get(f"go2/lost/{r}") is None
+                    and self._store_get(f"go2/failed/{r}") is None):
+                return True
+        return False
+
     def peer_failed(self) -> bool:
         """Has another rank failed or died (as far as culprits can tell)? For a SIGTERM handler:
         torchrun sends SIGTERM to the ranks left when one died."""
@@ -285,14 +297,17 @@ class Group:
         if not self.is_main:
             return 1
         if lost:
+            timed_out = any(s in str(exc).lower() for s in ("timed out", "timeout"))
             what, remote = self.culprits()
             deadline = time.monotonic() + EXIT_GRACE_S
-            while what is None and time.monotonic() < deadline:     # a peer may still be exiting
+            # A closed connection, and a peer of this node still running that has said nothing: it
+            # may be exiting. (A timeout means a peer that hangs; one on another node cannot be seen.)
+            while what is None and not timed_out and self._silent_local_peers() and time.monotonic() < deadline:
                 time.sleep(0.05)
                 what, remote = self.culprits()
             if what is None and isinstance(exc, Stopped):
                 what = f"rank {self.rank} of {self.world_size} {exc}"
-            elif what is None and any(s in str(exc).lower() for s in ("timed out", "timeout")):
+            elif what is None and timed_out:
                 what = "another rank stopped answering (a collective timed out)"
             elif what is None:
                 what = "a rank on another node is gone" if remote else "another rank is gone"

@@ -60,17 +60,20 @@ def _mirror(x: torch.Tensor, perm_sign, what: str) -> torch.Tensor:
     return x[..., perm] * sign.to(x.dtype)
 
 
+def _group_map(maps: dict, name: str):
+    if name not in maps or name == "actions":
+        raise ConfigError(f"observation group {name!r} has no mirror rule (bridge/symmetry.py knows "
+                          f"policy, critic and {TARGET_GROUP})")
+    return maps[name]
+
+
 def mirror_augment(env, obs: TensorDict | None = None, actions: torch.Tensor | None = None):
     """[original; mirrored] observations (every group) and actions; None stays None."""
     obs_out = act_out = None
     if obs is not None:
         maps = torch_maps(env.cfg, obs.device)
-        groups = {}
-        for name, x in obs.items():
-            if name not in maps or name == "actions":
-                raise ConfigError(f"observation group {name!r} has no mirror rule (bridge/symmetry.py knows "
-                                  f"policy, critic and {TARGET_GROUP})")
-            groups[name] = torch.cat([x, _mirror(x, maps[name], f"observation group {name!r}")])
+        groups = {name: torch.cat([x, _mirror(x, _group_map(maps, name), f"observation group {name!r}")])
+                  for name, x in obs.items()}
         obs_out = TensorDict(groups, batch_size=[2 * obs.batch_size[0]], device=obs.device)
     if actions is not None:
         maps = torch_maps(env.cfg, actions.device)
@@ -90,8 +93,8 @@ def mirror(env, name: str, x: torch.Tensor) -> torch.Tensor:
 def mirrored_obs(env, obs: TensorDict) -> TensorDict:
     """The mirror images alone of every observation group."""
     maps = torch_maps(env.cfg, obs.device)
-    return TensorDict({name: _mirror(x, maps[name], f"observation group {name!r}") for name, x in obs.items()},
-                      batch_size=obs.batch_size, device=obs.device)
+    return TensorDict({name: _mirror(x, _group_map(maps, name), f"observation group {name!r}")
+                       for name, x in obs.items()}, batch_size=obs.batch_size, device=obs.device)
 
 
 class LeanMirrorLoss(Symmetry):
@@ -102,7 +105,8 @@ class LeanMirrorLoss(Symmetry):
     the mirrored half gets a gradient, yet the backward pass runs over both halves. Here the target
     comes from a pass without a graph and only the mirrored observations are differentiated. The
     update with the mirror loss (measured on the 2-core machine: 75-130 % over plain PPO) is the chain's
-    largest cost. Augmentation ("augment", "both") stays rsl_rl's own."""
+    largest cost. Augmentation ("augment", "both") stays rsl_rl's own, and so does any mirror function
+    other than mirror_augment, whose maps this class uses."""
 
     def compute_loss(self, actor, batch, original_batch_size: int) -> torch.Tensor:
         if self.use_data_augmentation:
@@ -114,15 +118,20 @@ class LeanMirrorLoss(Symmetry):
         return loss if self.use_mirror_loss else loss.detach()
 
 
-# LeanMirrorLoss replaces the compute_loss of this rsl_rl line only (its signature and its use in PPO.update).
+# LeanMirrorLoss replaces the compute_loss of this rsl_rl line only (its signature and its use in PPO.update);
+# tests/test_symmetry.py compares the two on every run, so a change upstream within the line shows there.
 LEAN_FOR = "5."
 
 
 def lean(ext: Symmetry | None) -> Symmetry | None:
     """PPO's symmetry extension, with LeanMirrorLoss's compute_loss where it applies (the mirror loss
     without augmentation, on rsl_rl 5.x); anything else as it is."""
-    if (type(ext) is not Symmetry or ext.use_data_augmentation
-            or not importlib.metadata.version("rsl-rl-lib").startswith(LEAN_FOR)):
+    try:
+        version = importlib.metadata.version("rsl-rl-lib")
+    except importlib.metadata.PackageNotFoundError:          # rsl_rl from a source tree: keep its own
+        version = ""
+    if (type(ext) is not Symmetry or ext.use_data_augmentation or ext.data_augmentation_func is not mirror_augment
+            or not version.startswith(LEAN_FOR)):
         return ext
     out = LeanMirrorLoss.__new__(LeanMirrorLoss)
     out.__dict__.update(ext.__dict__)

@@ -156,16 +156,26 @@ def test_a_peer_still_exiting_is_named_once_it_has_ended(capsys):
     while the process still runs: rank 0 looks again for a moment and names it (the race CI hit)."""
     import subprocess
     import sys
+    import threading
     from bridge.distributed import EXIT_GRACE_S, pid_space
-    loss = RuntimeError("[gloo] Connection closed by peer")
-    for lives_s, said in ((EXIT_GRACE_S / 4, "rank 1 of 2 died"), (3 * EXIT_GRACE_S, "another rank is gone")):
-        peer = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({lives_s})"])
+    closed = RuntimeError("[gloo] Connection closed by peer")
+    timed_out = RuntimeError("[gloo] Timed out waiting 300000ms for recv operation to complete")
+    # (the loss rank 0 saw, when the peer ends (s after the loss; None: it lives on), what rank 0 says)
+    for loss, ends_s, said in ((closed, EXIT_GRACE_S / 4, "rank 1 of 2 died"),
+                               (closed, None, "another rank is gone"),
+                               (timed_out, None, "another rank stopped answering (a collective timed out)")):
+        peer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        killer = threading.Timer(ends_s, peer.kill) if ends_s is not None else None
         try:
             store = {"go2/proc/1": f"{pid_space()} {peer.pid}"}
+            if killer:
+                killer.start()
             assert FakeGroup(store).fail("collect.py", loss) == 1
             assert capsys.readouterr().err == f"collect.py: error: {said}\n"
             assert "go2/lost/0" in store
         finally:
+            if killer:
+                killer.cancel()
             peer.kill()
             peer.wait()
 

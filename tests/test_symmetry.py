@@ -347,9 +347,13 @@ def test_lean_mirror_loss_equals_rsl_rls_at_one_pass_fewer():
     obs = TensorDict({"policy": torch.randn(B, 288, generator=g), "critic": torch.randn(B, 52, generator=g),
                       "lin_vel": torch.randn(B, 3, generator=g)}, batch_size=[B])
     torch.manual_seed(0)
+    # (with an observation normalizer whose statistics are not at their start: the passes must not move them)
     actor = EstimatorModel(obs, {"actor": ["policy"]}, "actor", 12, hidden_dims=[32, 16], activation="elu",
-                           estimator_hidden_dims=(16,),
+                           estimator_hidden_dims=(16,), obs_normalization=True,
                            distribution_cfg={"class_name": "GaussianDistribution", "init_std": 1.0})
+    actor.update_normalization(TensorDict({"policy": 3.0 + 2.0 * torch.randn(B, 288, generator=g)}, batch_size=[B]))
+    stats = {k: v.clone() for k, v in actor.state_dict().items() if "normalizer" in k}
+    assert stats
     rows_with_graph = []
     actor.register_forward_hook(lambda m, args, out: rows_with_graph.append(out.shape[0]) if out.requires_grad else None)
 
@@ -374,10 +378,13 @@ def test_lean_mirror_loss_equals_rsl_rls_at_one_pass_fewer():
     for n, a in grads_up.items():
         torch.testing.assert_close(grads_ours[n], a, rtol=1e-5, atol=1e-7)
     assert rows_up == [2 * B] and rows_ours == [B]
+    assert all(torch.equal(actor.state_dict()[k], v) for k, v in stats.items())
     # augmentation ("augment", "both") and no symmetry stay rsl_rl's
     for mode in ("augment", "both"):
         ext = Symmetry(env=env, **symmetry_cfg(mode))
         assert lean(ext) is ext
+    other = Symmetry(env=env, **dict(symmetry_cfg("loss"), data_augmentation_func=lambda env, obs, actions: (obs, actions)))
+    assert lean(other) is other                       # another mirror: its own maps, so rsl_rl's loss
     assert lean(None) is None
     # what train.py builds for --symmetry loss
     from bridge.runner import Go2Runner, ppo_train_cfg
