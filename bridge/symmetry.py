@@ -60,21 +60,25 @@ def _mirror(x: torch.Tensor, perm_sign, what: str) -> torch.Tensor:
     return x[..., perm] * sign.to(x.dtype)
 
 
-def _group_map(maps: dict, name: str):
-    if name not in maps or name == "actions":
-        raise ConfigError(f"observation group {name!r} has no mirror rule (bridge/symmetry.py knows "
-                          f"policy, critic and {TARGET_GROUP})")
-    return maps[name]
+def mirrored_obs(env, obs: TensorDict) -> TensorDict:
+    """The mirror images alone of every observation group."""
+    maps = torch_maps(env.cfg, obs.device)
+    groups = {}
+    for name, x in obs.items():
+        if name not in maps or name == "actions":
+            raise ConfigError(f"observation group {name!r} has no mirror rule (bridge/symmetry.py knows "
+                              f"policy, critic and {TARGET_GROUP})")
+        groups[name] = _mirror(x, maps[name], f"observation group {name!r}")
+    return TensorDict(groups, batch_size=obs.batch_size, device=obs.device)
 
 
 def mirror_augment(env, obs: TensorDict | None = None, actions: torch.Tensor | None = None):
     """[original; mirrored] observations (every group) and actions; None stays None."""
     obs_out = act_out = None
     if obs is not None:
-        maps = torch_maps(env.cfg, obs.device)
-        groups = {name: torch.cat([x, _mirror(x, _group_map(maps, name), f"observation group {name!r}")])
-                  for name, x in obs.items()}
-        obs_out = TensorDict(groups, batch_size=[2 * obs.batch_size[0]], device=obs.device)
+        mirrored = mirrored_obs(env, obs)
+        obs_out = TensorDict({name: torch.cat([x, mirrored[name]]) for name, x in obs.items()},
+                             batch_size=[2 * obs.batch_size[0]], device=obs.device)
     if actions is not None:
         maps = torch_maps(env.cfg, actions.device)
         act_out = torch.cat([actions, _mirror(actions, maps["actions"], "the actions")])
@@ -88,13 +92,6 @@ def mirror(env, name: str, x: torch.Tensor) -> torch.Tensor:
         raise ConfigError(f"no mirror rule for {name!r}: choose one of {', '.join(maps)}")
     return _mirror(x, maps[name], name)
 
-
-
-def mirrored_obs(env, obs: TensorDict) -> TensorDict:
-    """The mirror images alone of every observation group."""
-    maps = torch_maps(env.cfg, obs.device)
-    return TensorDict({name: _mirror(x, _group_map(maps, name), f"observation group {name!r}")
-                       for name, x in obs.items()}, batch_size=obs.batch_size, device=obs.device)
 
 
 class LeanMirrorLoss(Symmetry):
