@@ -246,7 +246,18 @@ class Group:
         Also whether some ranks run on other nodes (those cannot be checked)."""
         failed = [(r, why) for r in range(self.world_size) if r != self.rank
                   and (why := self._store_get(f"go2/failed/{r}")) is not None]
-        here, gone, remote = pid_space(), [], False
+        local, remote = self._peers()
+        gone = [r for r, pid in local if not failed and process_ended(pid)
+                and self._store_get(f"go2/lost/{r}") is None]
+        if failed:
+            return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed), remote
+        if gone:
+            return "; ".join(f"rank {r} of {self.world_size} died" for r in gone), remote
+        return None, remote
+
+    def _peers(self) -> tuple[list, bool]:
+        """The other ranks of this node as (rank, pid), and whether some rank runs on another node."""
+        here, local, remote = pid_space(), [], False
         for r in range(self.world_size):
             proc = self._store_get(f"go2/proc/{r}") if r != self.rank else None
             if proc is None:
@@ -254,25 +265,14 @@ class Group:
             where, pid = proc.rsplit(" ", 1)
             if where != here:
                 remote = True
-            elif not failed and process_ended(int(pid)) and self._store_get(f"go2/lost/{r}") is None:
-                gone.append(r)
-        if failed:
-            return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed), remote
-        if gone:
-            return "; ".join(f"rank {r} of {self.world_size} died" for r in gone), remote
-        return None, remote
+            else:
+                local.append((r, int(pid)))
+        return local, remote
 
     def _silent_local_peers(self) -> bool:
         """Is a rank of this node still running without having posted that it failed or lost a peer?"""
-        here = pid_space()
-        for r in range(self.world_size):
-            proc = self._store_get(f"go2/proc/{r}") if r != self.rank else None
-            if proc is None or proc.rsplit(" ", 1)[0] != here:
-                continue
-            if (not process_ended(int(proc.rsplit(" ", 1)[1])) and self._store_get(f"go2/lost/{r}") is None
-                    and self._store_get(f"go2/failed/{r}") is None):
-                return True
-        return False
+        return any(not process_ended(pid) and self._store_get(f"go2/lost/{r}") is None
+                   and self._store_get(f"go2/failed/{r}") is None for r, pid in self._peers()[0])
 
     def peer_failed(self) -> bool:
         """Has another rank failed or died (as far as culprits can tell)? For a SIGTERM handler:
