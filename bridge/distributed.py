@@ -247,10 +247,9 @@ class Group:
         failed = [(r, why) for r in range(self.world_size) if r != self.rank
                   and (why := self._store_get(f"go2/failed/{r}")) is not None]
         local, remote = self._peers()
-        gone = [r for r, pid in local if not failed and process_ended(pid)
-                and self._store_get(f"go2/lost/{r}") is None]
         if failed:
             return "; ".join(f"rank {r} of {self.world_size} failed ({why})" for r, why in failed), remote
+        gone = [r for r, pid in local if process_ended(pid) and self._store_get(f"go2/lost/{r}") is None]
         if gone:
             return "; ".join(f"rank {r} of {self.world_size} died" for r in gone), remote
         return None, remote

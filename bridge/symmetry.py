@@ -93,7 +93,6 @@ def mirror(env, name: str, x: torch.Tensor) -> torch.Tensor:
     return _mirror(x, maps[name], name)
 
 
-
 class LeanMirrorLoss(Symmetry):
     """rsl_rl's Symmetry, the mirror loss alone at one actor pass fewer, with the same loss and gradient.
 
